@@ -1,0 +1,170 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainers.helpers import tiny_config
+from trainers import data as data_mod
+from trainers.api import RecordingReporter
+from trainers.config import ConfigError
+from trainers.loop import run_trial
+
+
+def test_classification_trial_reports_every_eval_and_at_the_end():
+    cfg = tiny_config("classification", "optim.max_steps=7")
+    rep = RecordingReporter()
+    out = run_trial(cfg, rep)
+    assert out.status == "completed"
+    assert [s for s, _ in rep.reports] == [3, 6, 7]
+    assert set(rep.reports[0][1]) == {"train_loss", "val_loss", "val_accuracy", "val_f1_macro"}
+    assert out.num_steps == 7 and out.num_examples == 7 * 8
+    assert out.final_step == 7 and out.final_metrics == rep.reports[-1][1]
+    best = min(rep.reports, key=lambda r: r[1]["val_loss"])
+    assert (out.best_step, out.best_metrics) == best
+    assert (out.num_train, out.num_val) == (160, 40)
+    assert out.timings.train_s > 0 and out.timings.eval_s > 0 and out.peak_rss_mb > 100
+    assert out.label_names == ["negative", "positive"]
+
+
+def test_same_data_and_seed_give_the_same_split_fingerprint_in_every_trial():
+    a = run_trial(tiny_config("classification", "optim.learning_rate=1e-3"), RecordingReporter())
+    b = run_trial(tiny_config("classification", "optim.learning_rate=1e-2", "seed=5"), RecordingReporter())
+    c = run_trial(tiny_config("classification", "split.seed=9"), RecordingReporter())
+    assert a.data_fingerprint == b.data_fingerprint == c.data_fingerprint
+    assert a.split_fingerprint == b.split_fingerprint != c.split_fingerprint
+
+
+def test_same_config_is_reproducible_with_cold_and_warm_caches():
+    from trainers import models
+
+    models.clear_caches()
+    data_mod.clear_caches()
+    a = run_trial(tiny_config("classification"), RecordingReporter())
+    b = run_trial(tiny_config("classification"), RecordingReporter())
+    assert a.final_metrics == pytest.approx(b.final_metrics)
+
+
+def test_too_high_learning_rate_diverges_instead_of_crashing():
+    cfg = tiny_config(
+        "classification",
+        "optim.learning_rate=1e12",
+        "optim.max_grad_norm=null",
+        "optim.max_steps=20",
+        "optim.schedule=constant",
+        "eval.eval_every_steps=20",
+    )
+    out = run_trial(cfg, RecordingReporter())
+    assert out.status == "diverged"
+    assert 1 < out.diverged_step <= 20
+    assert out.diverged_learning_rate == pytest.approx(1e12)
+    assert out.best_step is None
+
+
+def test_a_reporter_that_prunes_ends_the_trial_cleanly():
+    rep = RecordingReporter(prune_at_step=3)
+    out = run_trial(tiny_config("classification", "optim.max_steps=12"), rep)
+    assert out.status == "pruned"
+    assert out.num_steps == 3 and [s for s, _ in rep.reports] == [3]
+    assert out.final_step == 3
+
+
+def test_k_fold_trial_reports_once_per_fold_and_means():
+    rep = RecordingReporter()
+    out = run_trial(tiny_config("classification", "split.num_folds=3", "optim.max_steps=3"), rep)
+    assert out.status == "completed"
+    assert [s for s, _ in rep.reports] == [0, 1, 2]
+    assert [f.fold for f in out.folds] == [0, 1, 2]
+    mean_acc = np.mean([f.final_metrics["val_accuracy"] for f in out.folds])
+    assert out.final_metrics["val_accuracy"] == pytest.approx(mean_acc)
+    assert out.num_steps == 9
+
+
+def test_k_fold_trial_pruned_after_second_fold():
+    rep = RecordingReporter(prune_at_step=1)
+    out = run_trial(tiny_config("classification", "split.num_folds=4", "optim.max_steps=3"), rep)
+    assert out.status == "pruned" and len(out.folds) == 2 and out.folds[-1].status == "pruned"
+
+
+def test_held_out_test_split_is_scored_but_not_used_for_selection():
+    out = run_trial(tiny_config("classification", "split.test_fraction=0.1"), RecordingReporter())
+    assert out.num_test == 20 and set(out.test_metrics) == {"test_loss", "test_accuracy", "test_f1_macro"}
+
+
+def test_epochs_and_gradient_accumulation():
+    cfg = tiny_config(
+        "classification",
+        "optim.max_steps=null",
+        "optim.num_epochs=1.0",
+        "optim.grad_accum_steps=2",
+        "eval.eval_every_steps=100",
+    )
+    out = run_trial(cfg, RecordingReporter())
+    assert out.num_steps == math.ceil(math.ceil(160 / 8) / 2)  # 10 optimizer steps
+    assert out.num_examples == 10 * 2 * 8
+
+
+@pytest.mark.parametrize("loss", ["label_smoothing", "focal", "class_weighted"])
+def test_every_classification_loss_trains(loss):
+    out = run_trial(tiny_config("classification", f"loss.name={loss}"), RecordingReporter())
+    assert out.status == "completed" and math.isfinite(out.final_metrics["val_loss"])
+
+
+def test_causal_lm_trial_reports_perplexity_and_exact_match():
+    rep = RecordingReporter()
+    out = run_trial(tiny_config("causal_lm"), rep)
+    assert out.status == "completed"
+    metrics = rep.reports[-1][1]
+    assert set(metrics) == {"train_loss", "val_loss", "val_perplexity", "val_exact_match"}
+    assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
+    assert 0.0 <= metrics["val_exact_match"] <= 1.0
+
+
+def test_causal_lm_learns_to_answer_on_tiny_llama():
+    cfg = tiny_config(
+        "causal_lm",
+        "model.name_or_path=tiny-llama",
+        "optim.max_steps=120",
+        "optim.learning_rate=1e-2",
+        "optim.batch_size=32",
+        "eval.eval_every_steps=120",
+        "eval.max_generate_examples=40",
+        "data.max_rows=null",
+    )
+    out = run_trial(cfg, RecordingReporter())
+    assert out.final_metrics["val_loss"] < 3.0
+
+
+def test_tokenized_data_and_base_model_are_cached_across_trials():
+    run_trial(tiny_config("classification"), RecordingReporter())
+    cached = dict(data_mod._ENCODED_CACHE)
+    second = run_trial(tiny_config("classification", "optim.learning_rate=1e-2"), RecordingReporter())
+    assert data_mod._ENCODED_CACHE.keys() == cached.keys()
+    assert all(data_mod._ENCODED_CACHE[k] is v for k, v in cached.items())
+    assert second.timings.tokenize_s < 0.01
+
+
+def test_saves_adapter_or_model_with_label_mapping(tmp_path):
+    out = run_trial(
+        tiny_config("classification", "adaptation.method=lora", f"output_dir={tmp_path}/lora"),
+        RecordingReporter(),
+    )
+    assert out.model_dir == f"{tmp_path}/lora"
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    full = run_trial(tiny_config("classification", f"output_dir={tmp_path}/full"), RecordingReporter())
+    assert (tmp_path / "full" / "config.json").is_file() and full.model_dir
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(full.model_dir)
+    assert loaded.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_bad_inputs_fail_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="model.num_layers: 7 > the 4 layers"):
+        run_trial(tiny_config("classification", "model.num_layers=7"), RecordingReporter())
+    with pytest.raises(ConfigError, match="data.text_column: column 'sentence'"):
+        run_trial(tiny_config("classification", "data.text_column=sentence"), RecordingReporter())
+    with pytest.raises(ConfigError, match="device: 'cuda' is not available"):
+        if torch.cuda.is_available():
+            raise ConfigError(["device: 'cuda' is not available (skipped: this machine has cuda)"])
+        run_trial(tiny_config("classification", "device=cuda"), RecordingReporter())

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from tests.trainers.helpers import tiny_config
+from trainers import models
+from trainers.config import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("family", "task", "blocks_path"),
+    [
+        ("tiny-bert", "classification", "bert.encoder.layer"),
+        ("tiny-gpt2", "causal_lm", "transformer.h"),
+        ("tiny-llama", "causal_lm", "model.layers"),
+        ("tiny-gpt2", "classification", "transformer.h"),
+        ("tiny-llama", "classification", "model.layers"),
+    ],
+)
+def test_keep_first_layers_on_each_family(family, task, blocks_path):
+    cfg = tiny_config(task, f"model.name_or_path={family}", "model.num_layers=2")
+    model = models.build_model(cfg, 2, ["a", "b"])
+    name, blocks = models.find_blocks(model)
+    assert name == blocks_path and len(blocks) == 2
+    assert model.config.num_hidden_layers == 2
+    full = models.build_model(tiny_config(task, f"model.name_or_path={family}"), 2, ["a", "b"])
+    assert len(models.find_blocks(full)[1]) == 4
+    # the kept blocks are the pretrained first two, weight for weight
+    assert torch.equal(next(blocks[1].parameters()), next(models.find_blocks(full)[1][1].parameters()))
+    ids = torch.randint(5, 100, (2, 7))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+def test_more_layers_than_the_model_has_is_an_error():
+    cfg = tiny_config("classification", "model.num_layers=9")
+    with pytest.raises(ConfigError, match=r"model.num_layers: 9 > the 4 layers of 'tiny-bert'; use 1..4"):
+        models.build_model(cfg, 2, ["a", "b"])
+
+
+def test_freezing_trains_only_top_blocks_and_head():
+    cfg = tiny_config("classification", "model.num_trainable_layers=1")
+    model = models.build_model(cfg, 2, ["a", "b"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "something must train"
+    assert all(n.startswith(("bert.encoder.layer.3.", "bert.pooler.", "classifier.")) for n in trainable)
+    assert any(n.startswith("bert.encoder.layer.3.") for n in trainable)
+    assert any(n.startswith("classifier.") for n in trainable)
+    assert not any("embeddings" in n for n in trainable)
+
+
+def test_lora_trains_far_fewer_parameters_than_full():
+    full = models.build_model(tiny_config("classification"), 2, ["a", "b"])
+    lora = models.build_model(tiny_config("classification", "adaptation.method=lora", "adaptation.r=4"), 2, ["a", "b"])
+    full_trainable, full_total = models.count_parameters(full)
+    lora_trainable, _ = models.count_parameters(lora)
+    assert full_trainable == full_total
+    # bert: query+value of 4 layers, each r*(in+out) = 4*(64+64); plus the new head (64*2+2)
+    assert lora_trainable == 4 * 2 * 4 * (64 + 64) + (64 * 2 + 2)
+    assert lora_trainable < full_trainable / 100
+    names = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n and "query" in n for n in names)
+
+
+def test_lora_on_top_layers_only():
+    cfg = tiny_config(
+        "causal_lm", "adaptation.method=lora", "model.num_trainable_layers=1", "model.name_or_path=tiny-llama"
+    )
+    model = models.build_model(cfg, 0, [])
+    lora_names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora_names and all(".layers.3." in n for n in lora_names)
+
+
+def test_mlp_head_replaces_the_linear_head():
+    cfg = tiny_config("classification", "model.head_hidden_sizes=[32, 16]")
+    model = models.build_model(cfg, 3, ["a", "b", "c"])
+    linears = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 32), (32, 16), (16, 3)]
+    assert model.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
+def test_head_depends_on_the_trial_seed_and_base_is_cached():
+    a = models.build_model(tiny_config("classification", "seed=1"), 2, ["a", "b"])
+    b = models.build_model(tiny_config("classification", "seed=2"), 2, ["a", "b"])
+    assert not torch.equal(a.classifier.weight, b.classifier.weight)
+    assert torch.equal(a.bert.embeddings.word_embeddings.weight, b.bert.embeddings.word_embeddings.weight)
+    a.bert.embeddings.word_embeddings.weight.data.zero_()  # a trial's copy never leaks into the cache
+    c = models.build_model(tiny_config("classification", "seed=1"), 2, ["a", "b"])
+    assert c.bert.embeddings.word_embeddings.weight.abs().sum() > 0
+
+
+def test_unknown_model_path_is_a_clear_error(tmp_path):
+    cfg = tiny_config("classification", f"model.name_or_path={tmp_path}/no-model")
+    with pytest.raises(ConfigError, match=r"^model.name_or_path: '.*no-model' is not a local model directory"):
+        models.build_model(cfg, 2, ["a", "b"])

