@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2")) / "train.tsv"
+_CANDIDATES = [os.environ.get("SST2_DIR"), REPO.parent / "shared/data/sst2", "/work/shared/data/sst2"]
+SST2 = next((Path(c) / "train.tsv" for c in _CANDIDATES if c and (Path(c) / "train.tsv").is_file()), Path("-"))
 STEPS = int(os.environ.get("BENCH_STEPS", "30"))
 
 

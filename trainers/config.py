@@ -232,7 +232,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 break
             node = child
         else:
-            node[parts[-1]] = parse_yaml(raw) if raw != "" else None
+            try:
+                node[parts[-1]] = parse_yaml(raw) if raw != "" else None
+            except yaml.YAMLError:
+                problems.append(f"override: value of '{key}' is not valid YAML ({raw!r}); quote or fix it")
     if problems:
         raise ConfigError(problems)
     return out

@@ -49,6 +49,14 @@ class _Prepared:
     device: torch.device
 
 
+def preflight(cfg: TrialConfig) -> dict[str, str]:
+    """Every input check of a trial, without training: data, split, model depth. Returns fingerprints."""
+    rows = data_mod.load_rows(cfg.data, cfg.task)
+    splits = data_mod.make_splits(rows, cfg.split)
+    models.check_layers(cfg)
+    return {"data": rows.fingerprint, "split": splits.fingerprint}
+
+
 def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
     """Every check that can fail on user input runs here, before the first training step."""
     device = pick_device(cfg.device)

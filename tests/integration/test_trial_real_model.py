@@ -10,7 +10,9 @@ from trainers.config import load_trial_config
 from trainers.loop import run_trial
 
 REPO = Path(__file__).parents[2]
-SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+# the project's shared data sits beside the checkout; CI's clone may live elsewhere on the same machine
+_CANDIDATES = [os.environ.get("SST2_DIR"), REPO.parent / "shared/data/sst2", "/work/shared/data/sst2"]
+SST2 = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "train.tsv").is_file()), REPO.parent / "shared/data/sst2")
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,108 @@
+"""`sweep validate|run|resume|dashboard SPEC [key=value ...]`. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from sweep.spec import SpecError, SweepError, load_spec
+
+EXIT_USER_ERROR = 2
+
+
+def _env_defaults() -> None:
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from sweep.runner import preflight
+
+    spec = load_spec(args.spec, args.overrides)
+    fingerprints = preflight(spec)
+    print(
+        f"{args.spec}: OK — sweep '{spec.name}', {len(spec.space)} parameters, {spec.budget.num_trials} trials, "
+        f"sampler {spec.sampler.kind}, pruner {spec.pruner.kind}; data {fingerprints['data']}, "
+        f"split {fingerprints['split']}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sweep.report import print_summary
+    from sweep.runner import run_sweep
+
+    overrides = list(args.overrides)
+    if args.address:
+        overrides.append(f"execution.address={args.address}")
+    spec = load_spec(args.spec, overrides)
+    result = run_sweep(spec)
+    print_summary(spec, result)
+    return 130 if result.interrupted else 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from sweep.report import print_summary
+    from sweep.runner import run_sweep
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "sweep.json").is_file():
+        raise SpecError([f"run_dir: '{run_dir}' holds no sweep.json; pass a directory that `sweep run` made"])
+    spec = load_spec(run_dir / "spec.yaml", args.overrides)
+    result = run_sweep(spec, resume_dir=run_dir)
+    print_summary(spec, result)
+    return 130 if result.interrupted else 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import json
+
+    token_file = Path.home() / ".ray" / "auth_token"
+    latest = sorted(Path(args.runs_dir).glob("*/*/ray.json"), key=lambda p: p.stat().st_mtime)
+    url = json.loads(latest[-1].read_text())["dashboard"] if latest else "http://127.0.0.1:8265"
+    print(f"Ray dashboard: {url}  (live only while a sweep runs)")
+    if token_file.is_file():
+        print(
+            f"Token authentication is on: paste this token into the dashboard's prompt:\n  {token_file.read_text().strip()}"
+        )
+        print("CLI clients (ray job submit, ray status) also need: export RAY_AUTH_MODE=token")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sweep", description="Hyperparameter sweeps for fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("validate", "check a spec and its data; starts nothing"), ("run", "run a sweep")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("spec", help="sweep spec YAML (search_spaces/*.yaml)")
+        p.add_argument("overrides", nargs="*", help="key=value, e.g. budget.num_trials=4")
+        if name == "run":
+            p.add_argument("--address", help="Ray cluster address (default: a local Ray in the run dir)")
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
+    p.add_argument("--runs-dir", default="runs")
+    args = parser.parse_args(argv)
+    _env_defaults()
+    command = {"validate": _validate, "run": _run, "resume": _resume, "dashboard": _dashboard}[args.command]
+    try:
+        return command(args)
+    except SpecError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

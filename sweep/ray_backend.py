@@ -1,0 +1,298 @@
+"""The only ``import ray``: the Tuner, our Optuna-backed Searcher, the pruning TrialScheduler, and a
+callback that forwards trial events to the sweep's observer (which records them in MLflow).
+
+Ray's ``OptunaSearch`` builds its study with Optuna's NopPruner, so it cannot prune; here one study
+(the ``StudyBridge``) is shared by the searcher (ask/tell) and the scheduler (report/should_prune).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from sweep.spec import SweepError
+
+OUTCOME_KEY = "outcome"
+STEP_KEY = "step"
+
+
+class Bridge(Protocol):
+    pruned: set[str]
+
+    def ask(self, ray_id: str) -> dict[str, Any]: ...
+    def report(self, ray_id: str, value: float, step: int) -> bool: ...
+    def tell(self, ray_id: str, status: str, value: float | None, attrs: Mapping[str, Any] | None = None) -> None: ...
+
+
+class Observer(Protocol):
+    """The sweep's side of trial events (recording, progress)."""
+
+    def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None: ...
+    def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None: ...
+    def trial_finished(self, ray_id: str, outcome_json: str | None, error: bool) -> None: ...
+
+
+# --- inside the trial process ---------------------------------------------------------------------
+
+
+class _TuneReporter:
+    """trainers' Reporter -> ray.tune.report; the step rides along so schedulers see optimizer steps."""
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        tune.report({**metrics, STEP_KEY: step})
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """One trial in a Ray worker: build its TrialConfig, run it, report the outcome last.
+
+    Worker processes are reused across trials (reuse_actors), so trainers' caches of tokenized data
+    and base weights serve every trial after the first in that process.
+    """
+    from sweep.space import as_overrides, merge
+    from trainers.config import trial_config_from_dict
+    from trainers.loop import run_trial
+
+    overrides = as_overrides(config["params"])
+    if config.get("models_dir"):
+        trial_id = tune.get_context().get_trial_id()
+        overrides = merge(overrides, {"output_dir": str(Path(config["models_dir"]) / trial_id)})
+    cfg = trial_config_from_dict(merge(config["template"], overrides))
+    outcome = run_trial(cfg, _TuneReporter())
+    tune.report({OUTCOME_KEY: outcome.model_dump_json(), STEP_KEY: outcome.num_steps})
+
+
+# --- in the driver --------------------------------------------------------------------------------
+
+
+class OptunaSearcher(Searcher):
+    """Ray Searcher over the sweep's Optuna study: suggest = ask, complete = tell."""
+
+    def __init__(self, bridge: Bridge, metric: str, mode: str) -> None:
+        # no metric for Ray: its strict check would reject the final outcome report (and a diverged
+        # trial has no value); the objective is checked at the first report by the scheduler instead
+        super().__init__(metric=None, mode=mode)
+        self.objective = metric
+        self.bridge = bridge
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        return {"params": self.bridge.ask(trial_id)}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the Optuna study (in its storage) is the searcher's whole state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See ``save``; a resumed sweep re-opens the study instead."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        from trainers.api import TrialOutcome
+
+        if result and OUTCOME_KEY in result:
+            outcome = TrialOutcome.model_validate_json(result[OUTCOME_KEY])
+            value = outcome.final_metrics.get(self.objective)
+            attrs = {"num_steps": outcome.num_steps, "split_fingerprint": outcome.split_fingerprint}
+            if outcome.status == "diverged":
+                attrs["diverged_step"] = outcome.diverged_step
+            self.bridge.tell(trial_id, outcome.status, value, attrs)
+        elif trial_id in self.bridge.pruned:
+            self.bridge.tell(trial_id, "pruned", None)
+        else:
+            self.bridge.tell(trial_id, "failed", None)
+
+
+def _check_metric(result: Mapping[str, Any], metric: str) -> None:
+    if metric not in result:
+        shown = sorted(k for k in result if k.startswith(("val_", "train_")))
+        raise SweepError(
+            f"objective.metric: '{metric}' is not in the trial's report (it has {shown}); "
+            f"set objective.metric to one of them"
+        )
+
+
+def _last_step(config: Mapping[str, Any]) -> int | None:
+    """The step of a trial's final report: never prune there, the trial is done."""
+    template, params = config.get("template", {}), config.get("params", {})
+    folds = params.get("split.num_folds", template.get("split", {}).get("num_folds"))
+    if folds:
+        return int(folds) - 1
+    steps = params.get("optim.max_steps", template.get("optim", {}).get("max_steps"))
+    return int(steps) if steps else None
+
+
+def _is_last(trial: Any, result: Mapping[str, Any]) -> bool:
+    last = _last_step(trial.config)
+    return last is not None and int(result[STEP_KEY]) >= last
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Passes every report to the Optuna trial and stops the Ray trial when Optuna's pruner says so."""
+
+    def __init__(self, bridge: Bridge, objective: str) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.objective = objective  # Ray's `metric` is a read-only property
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if OUTCOME_KEY in result:
+            return TrialScheduler.CONTINUE
+        _check_metric(result, self.objective)
+        prune = self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
+        if prune and not _is_last(trial, result):
+            return TrialScheduler.STOP
+        self.bridge.pruned.discard(trial.trial_id)
+        return TrialScheduler.CONTINUE
+
+
+class RecordingASHA(ASHAScheduler):
+    """Ray's ASHA, with its stops recorded as prunes and every value kept in the Optuna study."""
+
+    def __init__(self, bridge: Bridge, objective: str, mode: str, max_t: int, grace: int, factor: int) -> None:
+        super().__init__(
+            time_attr=STEP_KEY, metric=objective, mode=mode, max_t=max_t, grace_period=grace, reduction_factor=factor
+        )
+        self.bridge = bridge
+        self.objective = objective
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if OUTCOME_KEY in result:
+            return TrialScheduler.CONTINUE
+        _check_metric(result, self.objective)
+        self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
+        self.bridge.pruned.discard(trial.trial_id)  # Optuna's own pruner is not the judge here
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if _is_last(trial, result):
+            return TrialScheduler.CONTINUE  # done anyway: let it report its outcome
+        if decision == TrialScheduler.STOP:
+            self.bridge.pruned.add(trial.trial_id)
+        return decision
+
+
+class _EventCallback(tune.Callback):
+    """Ray trial events -> the observer, in the driver (one place writes the record)."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.observer.trial_started(trial.trial_id, trial.config.get("params", {}))
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        if OUTCOME_KEY in result:
+            trial.custom_outcome = result[OUTCOME_KEY]
+            return
+        metrics = {k: float(v) for k, v in result.items() if k.startswith(("val_", "train_")) or k == "fold"}
+        self.observer.trial_reported(trial.trial_id, int(result[STEP_KEY]), metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.observer.trial_finished(trial.trial_id, getattr(trial, "custom_outcome", None), error=False)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.observer.trial_finished(trial.trial_id, None, error=True)
+
+
+def _temp_dir(run_dir: Path) -> str:
+    """Ray's temp dir inside the run dir, unless the path is too long for Ray's unix sockets."""
+    path = run_dir.resolve() / "ray"
+    if len(str(path)) > 60:
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        path = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int | None = None) -> dict[str, str]:
+    """Start local Ray in the run dir (or connect to ``address``); returns where the dashboard is."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault(
+        "RAY_CHDIR_TO_TRIAL_DIR", "0"
+    )  # relative data paths mean what they meant to the user  # Ctrl-C reaches us: runs end as KILLED
+    if ray.is_initialized():
+        return {"dashboard": ""}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "local"):
+        # the dashboard comes with ray[default]; without it Ray runs headless
+        has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
+        info = ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=has_dashboard,
+            dashboard_host="127.0.0.1",
+            _temp_dir=_temp_dir(run_dir),
+            **kwargs,
+        )
+    else:
+        info = ray.init(address=address, **kwargs)
+    url = getattr(info, "dashboard_url", "") or ""
+    return {"dashboard": f"http://{url}" if url and not url.startswith("http") else url}
+
+
+def stop_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_tuner(
+    *,
+    bridge: Bridge,
+    observer: Observer,
+    template: dict[str, Any],
+    models_dir: Path | None,
+    storage_dir: Path,
+    objective: str,
+    direction: str,
+    pruner_kind: str,
+    max_steps: int,
+    min_resource: int,
+    reduction_factor: int,
+    num_trials: int,
+    max_concurrent: int,
+    time_budget_s: float | None,
+    cpus: float,
+    gpus: float,
+) -> int:
+    """Run the trials on Ray Tune; returns how many trials Ray errored."""
+    mode = "min" if direction == "minimize" else "max"
+    searcher = OptunaSearcher(bridge, objective, mode)
+    scheduler: TrialScheduler
+    if pruner_kind == "asha":
+        scheduler = RecordingASHA(bridge, objective, mode, max_steps, min_resource, reduction_factor)
+    else:
+        scheduler = OptunaPruningScheduler(bridge, objective)
+    resources = {"cpu": cpus, "gpu": gpus}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"template": template, "models_dir": str(models_dir.resolve()) if models_dir else ""},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_trials,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+            time_budget_s=time_budget_s,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str(storage_dir.resolve()),
+            callbacks=[_EventCallback(observer)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    results = tuner.fit()
+    return sum(1 for r in results if r.error is not None)

@@ -1,0 +1,146 @@
+"""The search-space grammar: float / int / categorical / fixed parameters, each addressing a trial
+field by dotted path, optionally conditional on other parameters (``when``).
+
+Sampling is define-by-run against anything with Optuna's ``suggest_*`` methods (an ``optuna.Trial``),
+so conditional parameters are simply not asked for when their condition fails. No optuna import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = None | bool | int | float | str
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description="Sample only when every named parameter has this value (or one of these values)."
+    )
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar]
+
+
+class FixedParam(_Param):
+    type: Literal["fixed"]
+    value: Any
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")]
+
+
+class Suggester(Protocol):
+    """What an ``optuna.Trial`` offers; the space samples through it."""
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+def param_rules(path: str, p: Param) -> list[str]:
+    """Optuna's rules for one parameter, as fix-it lines (Optuna itself would raise mid-sweep)."""
+    at = f"space.{path}"
+    problems = []
+    if isinstance(p, FloatParam | IntParam):
+        if p.low > p.high:
+            problems.append(f"{at}.low: {p.low} > high {p.high}; low must be <= high")
+        if p.log and p.low <= 0:
+            problems.append(f"{at}.low: {p.low} with log: true must be > 0; use a positive low or log: false")
+        if isinstance(p, IntParam) and p.log and p.step != 1:
+            problems.append(f"{at}.step: {p.step} with log: true; step and log are exclusive, drop one")
+        if isinstance(p, FloatParam) and p.log and p.step is not None:
+            problems.append(f"{at}.step: {p.step} with log: true; step and log are exclusive, drop one")
+        if p.step is not None and p.step <= 0:
+            problems.append(f"{at}.step: {p.step} must be > 0")
+    if isinstance(p, CategoricalParam) and not p.choices:
+        problems.append(f"{at}.choices: [] is empty; list at least one choice")
+    return problems
+
+
+def candidate_values(p: Param) -> list[Any]:
+    """Values worth checking against the trial schema before anything runs."""
+    if isinstance(p, FloatParam | IntParam):
+        return [p.low, p.high]
+    if isinstance(p, CategoricalParam):
+        return list(p.choices)
+    return [p.value]
+
+
+def _active(p: Param, sampled: Mapping[str, Any]) -> bool:
+    for key, wanted in (p.when or {}).items():
+        if key not in sampled:
+            return False
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if sampled[key] not in options:
+            return False
+    return True
+
+
+def sample(space: Mapping[str, Param], suggester: Suggester) -> dict[str, Any]:
+    """Sample one configuration (dotted path -> value), in the space's order."""
+    out: dict[str, Any] = {}
+    for path, p in space.items():
+        if not _active(p, out):
+            continue
+        if isinstance(p, FloatParam):
+            out[path] = suggester.suggest_float(path, p.low, p.high, step=p.step, log=p.log)
+        elif isinstance(p, IntParam):
+            out[path] = suggester.suggest_int(path, p.low, p.high, step=p.step, log=p.log)
+        elif isinstance(p, CategoricalParam):
+            out[path] = suggester.suggest_categorical(path, p.choices)
+        else:
+            out[path] = p.value
+    return out
+
+
+def is_conditional(space: Mapping[str, Param]) -> bool:
+    return any(p.when for p in space.values())
+
+
+def as_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Nest ``{"optim.learning_rate": 1e-3}`` into ``{"optim": {"learning_rate": 1e-3}}``."""
+    nested: dict[str, Any] = {}
+    for path, value in params.items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,180 @@
+"""The only ``import mlflow``: one parent run per sweep, one nested child run per trial (and per fold).
+
+Everything is written from the driver through one MlflowClient, metrics in batches, so the trial
+processes never wait on MLflow. Every run this class opens is closed by ``close`` — FINISHED, or
+KILLED when the sweep was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+ROLE_TAG = "sweep.role"
+STATUS_TAG = "trial.status"
+_MAX_PARAM_CHARS = 6000
+
+logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migrations on first open
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def default_tracking_uri(runs_dir: str) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir}/mlflow.db"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b": "value"}`` for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+class Recorder:
+    """Writes the sweep's record. Keys are Ray trial ids; MLflow run ids stay inside."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_root.resolve().as_uri()
+            )
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id: str | None = None
+        self.trial_runs: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._open: set[str] = set()
+
+    # --- the sweep -------------------------------------------------------------------------------
+    def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={ROLE_TAG: "sweep", **tags})
+        self.parent_id = run.info.run_id
+        self._open.add(self.parent_id)
+        self._log_params(self.parent_id, flatten(params))
+        self.client.log_dict(self.parent_id, spec, "spec.yaml")
+        return self.parent_id
+
+    def resume_sweep(self, parent_id: str) -> None:
+        """Re-open the parent run of an interrupted sweep."""
+        self.parent_id = parent_id
+        self.client.update_run(parent_id, status="RUNNING")
+        self._open.add(parent_id)
+        for run in self.client.search_runs(
+            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial'"
+        ):
+            self.trial_runs[run.data.tags.get("ray.trial_id", run.info.run_id)] = run.info.run_id
+
+    def finish_sweep(self, summary: Mapping[str, Any], tags: Mapping[str, str], status: str = "FINISHED") -> None:
+        assert self.parent_id is not None
+        metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+        self._log_metrics(self.parent_id, metrics, step=0)
+        self.client.log_dict(self.parent_id, dict(summary), "summary.json")
+        self._set_tags(self.parent_id, tags)
+        self._end(self.parent_id, status)
+
+    # --- trials ----------------------------------------------------------------------------------
+    def start_trial(self, key: str, number: int | None, params: Mapping[str, Any]) -> str:
+        if key in self.trial_runs:  # Ray restarted it: same run, no duplicate
+            return self.trial_runs[key]
+        assert self.parent_id is not None
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}" if number is not None else f"trial-{key}",
+            tags={
+                ROLE_TAG: "trial",
+                "mlflow.parentRunId": self.parent_id,
+                "ray.trial_id": key,
+                "optuna.trial_number": str(number),
+                STATUS_TAG: "running",
+            },
+        )
+        run_id = run.info.run_id
+        self.trial_runs[key] = run_id
+        self._started[key] = time.time()
+        self._open.add(run_id)
+        self._log_params(run_id, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in params.items()})
+        return run_id
+
+    def log_report(self, key: str, step: int, metrics: Mapping[str, float]) -> None:
+        if key in self.trial_runs:
+            self._log_metrics(self.trial_runs[key], metrics, step)
+
+    def log_fold(self, key: str, fold: int, metrics: Mapping[str, float]) -> None:
+        """A k-fold trial's finished fold, as a run nested under the trial's run."""
+        parent = self.trial_runs.get(key)
+        if parent is None:
+            return
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{self.client.get_run(parent).info.run_name}-fold{fold}",
+            tags={ROLE_TAG: "fold", "mlflow.parentRunId": parent, "fold": str(fold)},
+        )
+        self._log_metrics(run.info.run_id, metrics, step=fold)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+
+    def end_trial(self, key: str, status: str, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
+        """Close a trial's run with ``trial.status`` in {completed, pruned, diverged, failed}."""
+        run_id = self.trial_runs.get(key)
+        if run_id is None or run_id not in self._open:
+            return
+        duration = time.time() - self._started.get(key, time.time())
+        self._log_metrics(run_id, {**metrics, "duration_s": duration}, step=0)
+        self._set_tags(run_id, {STATUS_TAG: status, **tags})
+        self._end(run_id, "FAILED" if status == "failed" else "FINISHED")
+
+    def log_artifacts(self, key: str, local_dir: Path, artifact_path: str | None) -> None:
+        run_id = self.trial_runs.get(key)
+        if run_id is not None:
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def close(self, interrupted: bool) -> None:
+        """Leave no run RUNNING: open ones end KILLED when interrupted, else FINISHED."""
+        for run_id in list(self._open):
+            if run_id != self.parent_id:  # a trial Ray ended without a result: interrupted or out of time
+                self._set_tags(run_id, {STATUS_TAG: "killed" if interrupted else "stopped"})
+            self._end(run_id, "KILLED" if interrupted else "FINISHED")
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+        self._open.discard(run_id)
+
+    def _log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+    def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        batch = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+        for start in range(0, len(batch), 100):
+            self.client.log_batch(run_id, params=batch[start : start + 100])
+
+    def _set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def runs_of(uri: str, experiment: str) -> list[Any]:
+    """All runs of an experiment (for tests and reports)."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return list(client.search_runs([exp.experiment_id], max_results=10000))
