@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup sweep test test-fast quality style bench mlflow-ui dashboard clean demo-data
+.PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard clean demo-data
 
 setup: $(STAMP)
 
@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sweep: setup
-	@echo "make sweep: not built yet (the sweep issue); try: $(BIN)/python -m trainers run configs/classify.yaml"
+	$(BIN)/sweep run $(SPEC)
+
+validate: setup
+	$(BIN)/sweep validate $(SPEC)
 
 test: setup
 	$(BIN)/pytest -q
@@ -53,7 +56,7 @@ mlflow-ui: setup
 		--backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 dashboard: setup
-	@echo "Ray dashboard: http://127.0.0.1:8265 (token: $$(cat ~/.ray/auth_token 2>/dev/null))"
+	$(BIN)/sweep dashboard
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

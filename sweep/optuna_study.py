@@ -32,10 +32,18 @@ def make_sampler(cfg: Sampler, space: Mapping[str, Param]) -> optuna.samplers.Ba
     if cfg.kind == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.kind == "grid":
-        return optuna.samplers.GridSampler(_grid(space), seed=cfg.seed)
+        return _AskTellGridSampler(_grid(space), seed=cfg.seed)
     if cfg.kind == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=cfg.seed, n_startup_trials=cfg.num_startup_trials)
     return optuna.samplers.GPSampler(seed=cfg.seed, n_startup_trials=cfg.num_startup_trials)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
+    ``study.optimize``; with ask/tell the searcher checks ``is_exhausted`` instead."""
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
+        return None
 
 
 def _grid(space: Mapping[str, Param]) -> dict[str, list[Any]]:
@@ -70,7 +78,9 @@ def make_pruner(cfg: Pruner, max_steps: int) -> optuna.pruners.BasePruner:
             min_resource=cfg.min_resource, max_resource=max_steps, reduction_factor=cfg.reduction_factor
         )
     if cfg.kind == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.6
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
     return optuna.pruners.NopPruner()
 
 
@@ -110,6 +120,11 @@ class StudyBridge:
             # a sweep that was interrupted: its running trials will not report again
             study.tell(frozen.number, state=TrialState.FAIL)
 
+    def exhausted(self) -> bool:
+        """True when a grid has no unasked point left (other samplers never run out)."""
+        sampler = self.study.sampler
+        return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study)
+
     def ask(self, ray_id: str) -> dict[str, Any]:
         """Sampled parameters for ``ray_id`` (the same ones again if Ray retries the trial)."""
         if ray_id not in self._trials:
@@ -148,6 +163,26 @@ class StudyBridge:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:  # diverged or failed: never a candidate for best
             self.study.tell(trial, state=TrialState.FAIL)
+
+    def finished_trials(self) -> list[dict[str, Any]]:
+        """Trials an earlier (interrupted) run of this sweep already finished, for resume."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.RUNNING:
+                continue
+            # a FAIL without our status was left running by an interrupted run: killed, not a result
+            status = t.user_attrs.get("status", "killed" if t.state == TrialState.FAIL else t.state.name.lower())
+            out.append(
+                {
+                    "number": t.number,
+                    "ray_id": t.user_attrs.get(RAY_ID_ATTR, str(t.number)),
+                    "params": dict(t.params),
+                    "status": status,
+                    "value": t.value,
+                    "step": t.last_step,
+                }
+            )
+        return out
 
     def counts(self) -> dict[str, int]:
         states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False)]

@@ -31,6 +31,7 @@ class Bridge(Protocol):
     pruned: set[str]
 
     def ask(self, ray_id: str) -> dict[str, Any]: ...
+    def exhausted(self) -> bool: ...
     def report(self, ray_id: str, value: float, step: int) -> bool: ...
     def tell(self, ray_id: str, status: str, value: float | None, attrs: Mapping[str, Any] | None = None) -> None: ...
 
@@ -85,7 +86,9 @@ class OptunaSearcher(Searcher):
         self.objective = metric
         self.bridge = bridge
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.bridge.exhausted():
+            return Searcher.FINISHED
         return {"params": self.bridge.ask(trial_id)}
 
     def save(self, checkpoint_path: str) -> None:
@@ -203,13 +206,19 @@ class _EventCallback(tune.Callback):
 
 
 def _temp_dir(run_dir: Path) -> str:
-    """Ray's temp dir inside the run dir, unless the path is too long for Ray's unix sockets."""
-    path = run_dir.resolve() / "ray"
-    if len(str(path)) > 60:
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-        path = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+    """Ray's temp dir, reachable as run_dir/ray. Ray puts unix sockets ~62 characters below it and
+    a socket path may not exceed 107 bytes, so a long run dir gets a short real path in /tmp and
+    run_dir/ray links to it."""
+    link = run_dir.resolve() / "ray"
+    if len(str(link)) <= 40:
+        link.mkdir(parents=True, exist_ok=True)
+        return str(link)
+    digest = hashlib.sha1(str(link).encode()).hexdigest()[:10]
+    short = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
+    short.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(short, target_is_directory=True)
+    return str(short)
 
 
 def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int | None = None) -> dict[str, str]:

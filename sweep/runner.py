@@ -31,6 +31,7 @@ class TrialRecord:
     step: int | None = None
     value: float | None = None
     outcome: dict[str, Any] | None = None
+    ended: float | None = None
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SweepResult:
     interrupted: bool
     counts: dict[str, int]
     dashboard: str = ""
+    time_split: dict[str, float] = field(default_factory=dict)
 
 
 def preflight(spec: SweepSpec) -> dict[str, str]:
@@ -111,6 +113,7 @@ class SweepObserver:
 
     def trial_finished(self, ray_id: str, outcome_json: str | None, error: bool) -> None:
         rec = self.trials.setdefault(ray_id, TrialRecord(ray_id, self.bridge.number(ray_id), {}))
+        rec.ended = time.time()
         tags: dict[str, str] = {}
         metrics: dict[str, float] = {}
         if outcome_json is not None:
@@ -155,6 +158,18 @@ class SweepObserver:
         if self.models_dir is not None:
             shutil.rmtree(self.models_dir / ray_id, ignore_errors=True)
 
+    def time_split(self) -> dict[str, float]:
+        """Where trial wall time went: seconds to the first report, and the share spent in steps/evals."""
+        ended = [t for t in self.trials.values() if t.ended is not None]
+        firsts = [t.first_report_s for t in ended if t.first_report_s is not None]
+        done = [t for t in ended if t.outcome is not None and t.ended is not None]
+        wall = sum(t.ended - t.started for t in done if t.ended is not None)
+        work = sum(t.outcome["timings"]["train_s"] + t.outcome["timings"]["eval_s"] for t in done if t.outcome)
+        out = {"mean_first_report_s": sum(firsts) / len(firsts)} if firsts else {}
+        if wall > 0:
+            out["train_eval_share"] = work / wall
+        return out
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for rec in self.trials.values():
@@ -197,7 +212,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/optuna.db"
     study = optuna_study.open_study(spec, storage, spec.name, max_steps)
     bridge = optuna_study.StudyBridge(study, spec.space)
-    finished_before = sum(v for k, v in bridge.counts().items() if k != "running")
+    finished_before = sum(1 for t in bridge.finished_trials() if t["status"] != "killed")
     num_trials = spec.budget.num_trials - finished_before
 
     uri = spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
@@ -231,6 +246,23 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     )
     models_dir = run_dir / "models" if spec.execution.save_best_model else None
     observer = SweepObserver(spec, recorder, bridge, models_dir, echo)
+    for prior in bridge.finished_trials():  # resume: what the interrupted run already did
+        rec = TrialRecord(
+            prior["ray_id"],
+            prior["number"],
+            prior["params"],
+            status=prior["status"],
+            step=prior["step"],
+            value=prior["value"],
+            ended=time.time(),
+        )
+        observer.trials[rec.ray_id] = rec
+        if (
+            rec.status == "completed"
+            and rec.value is not None
+            and (observer.best is None or observer.sign * rec.value < observer.sign * (observer.best.value or 0.0))
+        ):
+            observer.best = rec
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
     echo(f"MLflow: {uri} (experiment '{experiment}'); Optuna: {storage}")
@@ -263,6 +295,9 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
             )
     except KeyboardInterrupt:
         interrupted = True
+        for rec in observer.trials.values():
+            if rec.status == "running":
+                rec.status = "killed"
     finally:
         ray_backend.stop_ray()
         wall = time.time() - started
@@ -276,6 +311,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
             "best_value": best.value if best else None,
             "best_trial": best.number if best else None,
             "interrupted": interrupted,
+            **observer.time_split(),
         }
         end_tags = {
             "sweep.best_trial": str(best.number if best else None),
@@ -298,6 +334,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         interrupted,
         observer.counts(),
         dashboard,
+        observer.time_split(),
     )
 
 
@@ -305,12 +342,15 @@ def _publish_best(spec: SweepSpec, best: TrialRecord, models_dir: Path, run_dir:
     """Copy the best trial's model/adapter to run_dir/best and log it (and best_config.yaml) to its run."""
     source = models_dir / best.ray_id
     target = run_dir / "best"
+    if not source.is_dir() and (target / "best_config.yaml").is_file():
+        return  # the best is still the one an earlier (resumed) run published
     target.mkdir(exist_ok=True)
     config = spec.trial_config(best.params).model_dump(mode="json")
     config["output_dir"] = None
     (target / "best_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     recorder.log_artifacts(best.ray_id, target, None)  # best_config.yaml
     if source.is_dir():
-        shutil.copytree(source, target / "model", dirs_exist_ok=True)
+        shutil.rmtree(target / "model", ignore_errors=True)
+        shutil.copytree(source, target / "model")
         shutil.rmtree(source, ignore_errors=True)
         recorder.log_artifacts(best.ray_id, target / "model", "model")

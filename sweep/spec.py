@@ -174,7 +174,7 @@ def _check(spec: SweepSpec) -> list[str]:
     earlier: list[str] = []
     for path, p in spec.space.items():
         if path not in TRIAL_PATHS:
-            close = difflib.get_close_matches(path, sorted(TRIAL_PATHS), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(path, sorted(TRIAL_PATHS), n=1, cutoff=0.75)
             hint = f"did you mean {close[0]}?" if close else "use a dotted trial field such as optim.learning_rate"
             problems.append(f"space.{path}: names no trial field; {hint}")
             continue

@@ -1,0 +1,57 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[2]
+
+
+def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+def test_validate_ok_starts_nothing(tmp_path):
+    proc = _sweep("validate", str(REPO / "search_spaces" / "demo.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK — sweep 'demo', 6 parameters, 12 trials, sampler tpe, pruner median" in proc.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad\n"
+        "trial: {model: {name_or_path: tiny-bert}}\n"
+        "space:\n"
+        "  optim.learning_rate: {type: float, low: 0, high: 1e-2, log: true}\n"
+        "objective: {metric: val_acc}\n"
+    )
+    proc = _sweep("run", str(spec), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: objective.metric: 'val_acc' is not reported for classification; use one of "
+        "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']",
+        "error: space.optim.learning_rate.low: 0.0 with log: true must be > 0; use a positive low or log: false",
+        "error: space.optim.learning_rate: value 0.0 does not fit the trial (0.0 is invalid: Input should be "
+        "greater than 0)",
+    ]
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing recorded
+
+
+def test_data_error_exits_2_before_ray_starts(tmp_path):
+    proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "trial.data.label_column=sentiment", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: trial.data.label_column: column 'sentiment' is not in")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_needs_a_run_dir(tmp_path):
+    proc = _sweep("resume", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"error: run_dir: '{tmp_path}' holds no sweep.json; pass a directory that `sweep run` made"
+    )

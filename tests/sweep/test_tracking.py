@@ -1,0 +1,88 @@
+"""The MLflow layout: one parent per sweep, nested trial runs (and fold runs), statuses, nothing left RUNNING."""
+
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import Recorder, flatten, runs_of
+
+
+def _recorder(tmp_path):
+    return Recorder(f"sqlite:///{tmp_path}/mlflow.db", "exp", tmp_path / "artifacts")
+
+
+def test_parent_and_nested_trial_runs_with_statuses(tmp_path):
+    rec = _recorder(tmp_path)
+    parent = rec.start_sweep(
+        "demo", {"trial": {"optim": {"max_steps": 40}}}, {"sweep.code_version": "abc"}, {"name": "demo"}
+    )
+    for key, number in (("a", 0), ("b", 1), ("c", 2)):
+        rec.start_trial(key, number, {"optim.learning_rate": 1e-3 * (number + 1), "loss.name": "focal"})
+    assert rec.start_trial("a", 0, {}) == rec.trial_runs["a"]  # a Ray restart reuses the run
+    rec.log_report("a", 10, {"val_loss": 0.7, "train_loss": 0.8})
+    rec.log_report("a", 20, {"val_loss": 0.5, "train_loss": 0.6})
+    rec.log_report("b", 10, {"val_loss": 0.9, "train_loss": 0.9})
+    rec.end_trial("a", "completed", {"trial.step_reached": "20"}, {"num_steps": 20})
+    rec.end_trial("b", "pruned", {"trial.step_reached": "10"}, {})
+    rec.end_trial("c", "diverged", {"trial.step_reached": "3"}, {})
+    rec.finish_sweep({"best_value": 0.5, "num_trials": 3}, {"sweep.best_trial": "0"})
+    rec.close(interrupted=False)
+
+    runs = {r.info.run_name: r for r in runs_of(rec.uri, "exp")}
+    assert set(runs) == {"demo", "trial-000", "trial-001", "trial-002"}
+    sweep = runs["demo"]
+    assert sweep.info.run_id == parent and sweep.info.status == "FINISHED"
+    assert sweep.data.tags["sweep.role"] == "sweep" and sweep.data.params["trial.optim.max_steps"] == "40"
+    assert sweep.data.metrics["best_value"] == 0.5
+    for name, status in (("trial-000", "completed"), ("trial-001", "pruned"), ("trial-002", "diverged")):
+        run = runs[name]
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["sweep.role"] == "trial"
+        assert run.data.tags["trial.status"] == status
+        assert run.info.status == "FINISHED"
+    assert runs["trial-000"].data.params == {"optim.learning_rate": "0.001", "loss.name": "focal"}
+    history = MlflowClient(rec.uri).get_metric_history(runs["trial-000"].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(10, 0.7), (20, 0.5)]
+    artifacts = {a.path for a in MlflowClient(rec.uri).list_artifacts(parent)}
+    assert {"spec.yaml", "summary.json"} <= artifacts
+
+
+def test_interrupted_sweep_leaves_no_run_running(tmp_path):
+    rec = _recorder(tmp_path)
+    rec.start_sweep("demo", {}, {}, {})
+    rec.start_trial("a", 0, {"x": 1})
+    rec.start_trial("b", 1, {"x": 2})
+    rec.end_trial("a", "completed", {}, {})
+    rec.close(interrupted=True)
+    runs = {r.info.run_name: r for r in runs_of(rec.uri, "exp")}
+    assert runs["demo"].info.status == "KILLED"
+    assert runs["trial-001"].info.status == "KILLED" and runs["trial-001"].data.tags["trial.status"] == "killed"
+    assert runs["trial-000"].info.status == "FINISHED"
+
+
+def test_fold_runs_nest_under_their_trial(tmp_path):
+    rec = _recorder(tmp_path)
+    rec.start_sweep("kfold", {}, {}, {})
+    trial_run = rec.start_trial("a", 0, {})
+    for fold in range(3):
+        rec.log_fold("a", fold, {"val_accuracy": 0.5 + fold / 10})
+    rec.end_trial("a", "completed", {}, {})
+    rec.close(interrupted=False)
+    folds = [r for r in runs_of(rec.uri, "exp") if r.data.tags.get("sweep.role") == "fold"]
+    assert sorted(r.info.run_name for r in folds) == ["trial-000-fold0", "trial-000-fold1", "trial-000-fold2"]
+    assert all(r.data.tags["mlflow.parentRunId"] == trial_run and r.info.status == "FINISHED" for r in folds)
+
+
+def test_resume_reopens_parent_and_knows_its_trials(tmp_path):
+    rec = _recorder(tmp_path)
+    parent = rec.start_sweep("demo", {}, {}, {})
+    rec.start_trial("a", 0, {})
+    rec.close(interrupted=True)
+    again = _recorder(tmp_path)
+    again.resume_sweep(parent)
+    assert again.trial_runs == {"a": rec.trial_runs["a"]}
+    assert MlflowClient(rec.uri).get_run(parent).info.status == "RUNNING"
+    again.close(interrupted=False)
+    assert MlflowClient(rec.uri).get_run(parent).info.status == "FINISHED"
+
+
+def test_flatten_nests_with_dots():
+    assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": "1", "a.c.d": "x", "e": "[1, 2]"}
