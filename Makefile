@@ -47,6 +47,7 @@ style: setup
 
 bench: setup
 	$(BIN)/python benchmarks/trial_bench.py
+	$(BIN)/python benchmarks/sweep_bench.py
 
 demo-data: setup
 	$(BIN)/python -m trainers.demo_data

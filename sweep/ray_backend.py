@@ -226,10 +226,12 @@ def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    os.environ.setdefault(
-        "RAY_CHDIR_TO_TRIAL_DIR", "0"
-    )  # relative data paths mean what they meant to the user  # Ctrl-C reaches us: runs end as KILLED
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C reaches us: runs end KILLED
+    # the final outcome report carries no objective (a diverged trial has none); we check the
+    # objective ourselves at the first report instead
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # relative data paths mean what they meant to the user
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     if ray.is_initialized():
         return {"dashboard": ""}
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}

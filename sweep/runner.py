@@ -266,7 +266,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
     echo(f"MLflow: {uri} (experiment '{experiment}'); Optuna: {storage}")
-    interrupted = False
+    interrupted = crashed = False
     dashboard = ""
     try:
         info = ray_backend.start_ray(spec.execution.address, run_dir, spec.execution.dashboard)
@@ -298,6 +298,9 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         for rec in observer.trials.values():
             if rec.status == "running":
                 rec.status = "killed"
+    except BaseException:
+        crashed = True  # our bug or Ray's: the record says FAILED, the traceback goes to the user
+        raise
     finally:
         ray_backend.stop_ray()
         wall = time.time() - started
@@ -318,9 +321,9 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
             "sweep.counts": json.dumps(observer.counts()),
             "sweep.interrupted": str(interrupted),
         }
-        if not interrupted:
+        if not interrupted and not crashed:
             recorder.finish_sweep(summary, end_tags)
-        recorder.close(interrupted)
+        recorder.close(interrupted, crashed)
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
     return SweepResult(

@@ -143,12 +143,14 @@ class Recorder:
         if run_id is not None:
             self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
-    def close(self, interrupted: bool) -> None:
-        """Leave no run RUNNING: open ones end KILLED when interrupted, else FINISHED."""
+    def close(self, interrupted: bool, crashed: bool = False) -> None:
+        """Leave no run RUNNING: open ones end KILLED when interrupted, FAILED when the sweep
+        crashed, else FINISHED (a trial Ray stopped without a result, e.g. out of time)."""
+        end = "FAILED" if crashed else "KILLED" if interrupted else "FINISHED"
         for run_id in list(self._open):
-            if run_id != self.parent_id:  # a trial Ray ended without a result: interrupted or out of time
-                self._set_tags(run_id, {STATUS_TAG: "killed" if interrupted else "stopped"})
-            self._end(run_id, "KILLED" if interrupted else "FINISHED")
+            if run_id != self.parent_id:
+                self._set_tags(run_id, {STATUS_TAG: {"FAILED": "failed", "KILLED": "killed"}.get(end, "stopped")})
+            self._end(run_id, end)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _end(self, run_id: str, status: str) -> None:

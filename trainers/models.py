@@ -127,9 +127,7 @@ def cached_base_model(name: str, task: str, num_labels: int) -> nn.Module:
             hf_logging.disable_progress_bar()
             try:
                 # fp32 master weights whatever the checkpoint's dtype: bf16 comes from autocast on CUDA
-                model = _auto_class(task).from_pretrained(
-                    resolve_model_path(name), config=config, dtype=torch.float32
-                )
+                model = _auto_class(task).from_pretrained(resolve_model_path(name), config=config, dtype=torch.float32)
             except (OSError, ValueError) as exc:
                 raise _load_error(name, exc) from None
             finally:

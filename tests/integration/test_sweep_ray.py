@@ -155,3 +155,16 @@ def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
     # the killed trial does not count against the budget: three trials complete in all
     assert sorted(r.data.tags["trial.status"] for r in trials) == ["completed", "completed", "completed", "killed"]
     assert all(r.info.status != "RUNNING" for r in trials)
+
+
+def test_asha_alternative_runs_on_ray(tmp_path):
+    spec = _spec(
+        tmp_path,
+        space={"optim.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}},
+        sampler={"kind": "random", "seed": 1},
+        pruner={"kind": "asha", "min_resource": 3, "reduction_factor": 2},
+        budget={"num_trials": 4, "max_concurrent_trials": 2},
+    )
+    result = run_sweep(spec, echo=lambda line: None)
+    assert sum(result.counts.values()) == 4 and set(result.counts) <= {"completed", "pruned", "diverged"}
+    _check_tree(result)

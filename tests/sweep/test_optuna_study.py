@@ -179,3 +179,38 @@ def test_wilcoxon_and_hyperband_are_built():
     assert isinstance(make_pruner(Pruner(kind="none"), 100), optuna.pruners.NopPruner)
     grid = make_sampler(Sampler(kind="grid"), _spec().space)
     assert isinstance(grid, optuna.samplers.GridSampler)
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "grid", "cmaes", "gp"])
+def test_every_sampler_runs_ask_tell(kind):
+    space = {
+        "optim.learning_rate": {"type": "categorical", "choices": [1e-4, 1e-3, 1e-2]},
+        "model.num_layers": {"type": "int", "low": 1, "high": 3},
+    }
+    spec = validate_spec(
+        {
+            "name": "t",
+            "trial": {"model": {"name_or_path": "tiny-bert"}},
+            "space": space,
+            "sampler": {"kind": kind, "seed": 0, "num_startup_trials": 2},
+        }
+    )
+    bridge = _bridge(spec)
+    for i in range(5):
+        if bridge.exhausted():
+            break
+        params = bridge.ask(f"r{i}")
+        assert params["optim.learning_rate"] in (1e-4, 1e-3, 1e-2) and 1 <= params["model.num_layers"] <= 3
+        bridge.tell(f"r{i}", "completed", params["optim.learning_rate"] * params["model.num_layers"])
+    assert bridge.counts() == {"complete": 5}
+
+
+def test_journal_and_sqlite_storages_persist_the_study(tmp_path):
+    from sweep.optuna_study import open_study
+
+    spec = _spec()
+    for url in (f"journal:{tmp_path}/study.log", f"sqlite:///{tmp_path}/study.db"):
+        study = open_study(spec, url, "s", 10)
+        StudyBridge(study, spec.space).ask("a")
+        again = open_study(spec, url, "s", 10)
+        assert len(again.trials) == 1 and again.trials[0].user_attrs["ray_trial_id"] == "a"
