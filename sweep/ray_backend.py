@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import tempfile
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,16 +63,29 @@ def trainable(config: dict[str, Any]) -> None:
     and base weights serve every trial after the first in that process.
     """
     from sweep.space import as_overrides, merge
-    from trainers.config import trial_config_from_dict
+    from trainers.config import ConfigError, trial_config_from_dict
     from trainers.loop import run_trial
 
     overrides = as_overrides(config["params"])
     if config.get("models_dir"):
         trial_id = tune.get_context().get_trial_id()
         overrides = merge(overrides, {"output_dir": str(Path(config["models_dir"]) / trial_id)})
-    cfg = trial_config_from_dict(merge(config["template"], overrides))
-    outcome = run_trial(cfg, _TuneReporter())
+    try:
+        cfg = trial_config_from_dict(merge(config["template"], overrides))
+        outcome = run_trial(cfg, _TuneReporter())
+    except ConfigError as exc:
+        # a combination the space allows but the trial rejects: a failed trial with its reason, not a crash
+        _report_failure("; ".join(exc.problems))
+        return
+    except Exception as exc:  # e.g. CUDA out of memory: the sweep goes on, the record says why
+        traceback.print_exc()  # the whole story, in the worker's log under the run dir
+        _report_failure(f"{type(exc).__name__}: {exc}")
+        return
     tune.report({OUTCOME_KEY: outcome.model_dump_json(), STEP_KEY: outcome.num_steps})
+
+
+def _report_failure(error: str) -> None:
+    tune.report({OUTCOME_KEY: json.dumps({"status": "failed", "error": error}), STEP_KEY: 0})
 
 
 # --- in the driver --------------------------------------------------------------------------------
@@ -100,7 +115,9 @@ class OptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         from trainers.api import TrialOutcome
 
-        if result and OUTCOME_KEY in result:
+        if result and OUTCOME_KEY in result and json.loads(result[OUTCOME_KEY])["status"] == "failed":
+            self.bridge.tell(trial_id, "failed", None, {"error": json.loads(result[OUTCOME_KEY])["error"]})
+        elif result and OUTCOME_KEY in result:
             outcome = TrialOutcome.model_validate_json(result[OUTCOME_KEY])
             value = outcome.final_metrics.get(self.objective)
             attrs = {"num_steps": outcome.num_steps, "split_fingerprint": outcome.split_fingerprint}

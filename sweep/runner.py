@@ -32,6 +32,7 @@ class TrialRecord:
     value: float | None = None
     outcome: dict[str, Any] | None = None
     ended: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -116,6 +117,11 @@ class SweepObserver:
         rec.ended = time.time()
         tags: dict[str, str] = {}
         metrics: dict[str, float] = {}
+        failure = json.loads(outcome_json) if outcome_json is not None else None
+        if failure is not None and failure["status"] == "failed":
+            outcome_json = None
+            rec.status, rec.error = "failed", failure["error"]
+            tags["trial.error"] = failure["error"][:5000]
         if outcome_json is not None:
             outcome = json.loads(outcome_json)
             rec.outcome = outcome
@@ -133,7 +139,7 @@ class SweepObserver:
             tags = {"data.fingerprint": outcome["data_fingerprint"], "split.fingerprint": outcome["split_fingerprint"]}
             if rec.status == "diverged":
                 tags["trial.diverged_learning_rate"] = str(outcome["diverged_learning_rate"])
-        else:
+        elif rec.error is None:
             rec.status = "failed" if error or ray_id not in self.bridge.pruned else "pruned"
         tags["trial.step_reached"] = str(rec.step)
         self.recorder.end_trial(ray_id, rec.status, tags, metrics)
@@ -179,6 +185,8 @@ class SweepObserver:
     def _progress(self, rec: TrialRecord) -> None:
         metric = self.spec.objective.metric
         value = f"{metric}={rec.value:.4g}" if rec.value is not None else "no value"
+        if rec.error:
+            value = f"error: {rec.error}"
         done = sum(1 for t in self.trials.values() if t.status != "running")
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
         best = f"best {self.best.value:.4g} (trial {self.best.number})" if self.best else "no best yet"

@@ -168,3 +168,25 @@ def test_asha_alternative_runs_on_ray(tmp_path):
     result = run_sweep(spec, echo=lambda line: None)
     assert sum(result.counts.values()) == 4 and set(result.counts) <= {"completed", "pruned", "diverged"}
     _check_tree(result)
+
+
+def test_trials_the_trial_rejects_fail_with_their_reason(tmp_path):
+    spec = _spec(
+        tmp_path,
+        space={
+            "model.num_layers": {"type": "fixed", "value": 1},
+            "model.num_trainable_layers": {"type": "categorical", "choices": [1, 3]},
+        },
+        sampler={"kind": "grid"},
+        budget={"num_trials": 2, "max_concurrent_trials": 2},
+    )
+    lines: list[str] = []
+    result = run_sweep(spec, echo=lines.append)
+    assert sorted(t.status for t in result.trials) == ["completed", "failed"]
+    failed = next(t for t in result.trials if t.status == "failed")
+    assert failed.error == "model.num_trainable_layers: 3 > model.num_layers 1; it must be <= the kept layers"
+    assert any(f"error: {failed.error}" in line for line in lines)
+    _, trials, study = _check_tree(result)
+    run = next(r for r in trials if r.data.tags["trial.status"] == "failed")
+    assert run.data.tags["trial.error"] == failed.error and run.info.status == "FAILED"
+    assert next(t for t in study.trials if t.state.name == "FAIL").user_attrs["error"] == failed.error
