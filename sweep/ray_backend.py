@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweep.spec import SweepError
+from sweep.spec import SweepError, SweepSpec
 
 OUTCOME_KEY = "outcome"
 STEP_KEY = "step"
@@ -238,8 +238,8 @@ def _temp_dir(run_dir: Path) -> str:
     return str(short)
 
 
-def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int | None = None) -> dict[str, str]:
-    """Start local Ray in the run dir (or connect to ``address``); returns where the dashboard is."""
+def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int | None = None) -> str:
+    """Start local Ray in the run dir (or connect to ``address``); returns the dashboard URL or ""."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -250,7 +250,7 @@ def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int
     # relative data paths mean what they meant to the user
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     if ray.is_initialized():
-        return {"dashboard": ""}
+        return ""
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address in (None, "local"):
         # the dashboard comes with ray[default]; without it Ray runs headless
@@ -266,7 +266,7 @@ def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int
     else:
         info = ray.init(address=address, **kwargs)
     url = getattr(info, "dashboard_url", "") or ""
-    return {"dashboard": f"http://{url}" if url and not url.startswith("http") else url}
+    return f"http://{url}" if url and not url.startswith("http") else url
 
 
 def stop_ray() -> None:
@@ -275,52 +275,44 @@ def stop_ray() -> None:
 
 
 def run_tuner(
-    *,
+    spec: SweepSpec,
     bridge: Bridge,
     observer: Observer,
-    template: dict[str, Any],
-    models_dir: Path | None,
-    storage_dir: Path,
-    objective: str,
-    direction: str,
-    pruner_kind: str,
-    max_steps: int,
-    min_resource: int,
-    reduction_factor: int,
+    *,
     num_trials: int,
-    max_concurrent: int,
-    time_budget_s: float | None,
-    cpus: float,
-    gpus: float,
-) -> int:
-    """Run the trials on Ray Tune; returns how many trials Ray errored."""
-    mode = "min" if direction == "minimize" else "max"
-    searcher = OptunaSearcher(bridge, objective, mode)
+    max_steps: int,
+    run_dir: Path,
+    models_dir: Path | None,
+) -> None:
+    """Run ``num_trials`` trials of ``spec`` on Ray Tune, Optuna sampling and pruning through ``bridge``."""
+    objective = spec.objective.metric
+    mode = "min" if spec.objective.direction == "minimize" else "max"
     scheduler: TrialScheduler
-    if pruner_kind == "asha":
-        scheduler = RecordingASHA(bridge, objective, mode, max_steps, min_resource, reduction_factor)
+    if spec.pruner.kind == "asha":
+        scheduler = RecordingASHA(
+            bridge, objective, mode, max_steps, spec.pruner.min_resource, spec.pruner.reduction_factor
+        )
     else:
         scheduler = OptunaPruningScheduler(bridge, objective)
-    resources = {"cpu": cpus, "gpu": gpus}
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"template": template, "models_dir": str(models_dir.resolve()) if models_dir else ""},
+        param_space={"template": spec.trial_template(), "models_dir": str(models_dir.resolve()) if models_dir else ""},
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=OptunaSearcher(bridge, objective, mode),
             scheduler=scheduler,
             num_samples=num_trials,
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=spec.budget.max_concurrent_trials,
             reuse_actors=True,
-            time_budget_s=time_budget_s,
+            time_budget_s=spec.budget.time_budget_s,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name="tune",
-            storage_path=str(storage_dir.resolve()),
+            storage_path=str(run_dir.resolve()),
             callbacks=[_EventCallback(observer)],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    results = tuner.fit()
-    return sum(1 for r in results if r.error is not None)
+    tuner.fit()

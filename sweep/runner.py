@@ -146,14 +146,20 @@ class SweepObserver:
         self._keep_best_model(rec)
         self._progress(rec)
 
+    def add_finished(self, rec: TrialRecord) -> None:
+        """A trial an earlier run of this sweep finished (resume)."""
+        self.trials[rec.ray_id] = rec
+        if self._beats_best(rec):
+            self.best = rec
+
+    def _beats_best(self, rec: TrialRecord) -> bool:
+        if rec.status != "completed" or rec.value is None:
+            return False
+        return self.best is None or self.sign * rec.value < self.sign * (self.best.value or 0.0)
+
     def _keep_best_model(self, rec: TrialRecord) -> None:
         """At most the best model stays on disk (plus those of running trials)."""
-        better = (
-            rec.status == "completed"
-            and rec.value is not None
-            and (self.best is None or self.sign * rec.value < self.sign * (self.best.value or 0.0))
-        )
-        if not better:
+        if not self._beats_best(rec):
             self._drop_model(rec.ray_id)
             return
         if self.best is not None:
@@ -207,99 +213,49 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     """The whole sweep. Spec and data are checked before Ray starts (SpecError)."""
     fingerprints = preflight(spec)
     from sweep import optuna_study, ray_backend
-    from sweep.tracking import Recorder, default_tracking_uri
 
     started = time.time()
     run_dir = resume_dir or _new_run_dir(spec)
-    state_file = run_dir / "sweep.json"
-    state = json.loads(state_file.read_text()) if resume_dir else {}
     if not resume_dir:
         (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    template = spec.trial_template()
     max_steps = int(spec.trial_config({}).optim.max_steps or 1)
     storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/optuna.db"
-    study = optuna_study.open_study(spec, storage, spec.name, max_steps)
-    bridge = optuna_study.StudyBridge(study, spec.space)
-    finished_before = sum(1 for t in bridge.finished_trials() if t["status"] != "killed")
-    num_trials = spec.budget.num_trials - finished_before
-
-    uri = spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
-    experiment = spec.tracking.experiment or spec.name
-    recorder = Recorder(uri, experiment, Path(spec.execution.runs_dir) / "mlartifacts")
-    if resume_dir:
-        recorder.resume_sweep(state["parent_run_id"])
-    else:
-        params = {
-            "trial": template,
-            "space": {k: v.model_dump(exclude_none=True) for k, v in spec.space.items()},
-            "objective": spec.objective.model_dump(),
-            "sampler": spec.sampler.model_dump(),
-            "pruner": spec.pruner.model_dump(),
-            "budget": spec.budget.model_dump(),
-            "resources": spec.resources.model_dump(),
-        }
-        tags = {
-            "sweep.code_version": _code_version(),
-            "sweep.run_dir": str(run_dir.resolve()),
-            "sweep.storage": storage,
-            **{f"{k}.fingerprint": v for k, v in fingerprints.items()},
-        }
-        recorder.start_sweep(spec.name, params, tags, spec.model_dump(mode="json"))
-    assert recorder.parent_id is not None
-    state_file.write_text(
-        json.dumps(
-            {"parent_run_id": recorder.parent_id, "tracking_uri": uri, "experiment": experiment, "storage": storage},
-            indent=1,
-        )
-    )
+    bridge = optuna_study.StudyBridge(optuna_study.open_study(spec, storage, spec.name, max_steps), spec.space)
+    recorder = _open_record(spec, run_dir, resume_dir is not None, storage, fingerprints)
     models_dir = run_dir / "models" if spec.execution.save_best_model else None
     observer = SweepObserver(spec, recorder, bridge, models_dir, echo)
     for prior in bridge.finished_trials():  # resume: what the interrupted run already did
-        rec = TrialRecord(
-            prior["ray_id"],
-            prior["number"],
-            prior["params"],
-            status=prior["status"],
-            step=prior["step"],
-            value=prior["value"],
-            ended=time.time(),
+        observer.add_finished(
+            TrialRecord(
+                prior["ray_id"],
+                prior["number"],
+                prior["params"],
+                status=prior["status"],
+                step=prior["step"],
+                value=prior["value"],
+                ended=time.time(),
+            )
         )
-        observer.trials[rec.ray_id] = rec
-        if (
-            rec.status == "completed"
-            and rec.value is not None
-            and (observer.best is None or observer.sign * rec.value < observer.sign * (observer.best.value or 0.0))
-        ):
-            observer.best = rec
+    num_trials = spec.budget.num_trials - sum(1 for t in observer.trials.values() if t.status != "killed")
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
-    echo(f"MLflow: {uri} (experiment '{experiment}'); Optuna: {storage}")
+    echo(f"MLflow: {recorder.uri} (experiment '{recorder.experiment}'); Optuna: {storage}")
     interrupted = crashed = False
     dashboard = ""
     try:
-        info = ray_backend.start_ray(spec.execution.address, run_dir, spec.execution.dashboard)
-        dashboard = info["dashboard"]
+        dashboard = ray_backend.start_ray(spec.execution.address, run_dir, spec.execution.dashboard)
         if dashboard:
             (run_dir / "ray.json").write_text(json.dumps({"dashboard": dashboard}))
             echo(f"Ray dashboard: {dashboard}  (token auth: `make dashboard` prints the token)")
         if num_trials > 0:
             ray_backend.run_tuner(
-                bridge=bridge,
-                observer=observer,
-                template=template,
-                models_dir=models_dir,
-                storage_dir=run_dir,
-                objective=spec.objective.metric,
-                direction=spec.objective.direction,
-                pruner_kind=spec.pruner.kind,
-                max_steps=max_steps,
-                min_resource=spec.pruner.min_resource,
-                reduction_factor=spec.pruner.reduction_factor,
+                spec,
+                bridge,
+                observer,
                 num_trials=num_trials,
-                max_concurrent=spec.budget.max_concurrent_trials,
-                time_budget_s=spec.budget.time_budget_s,
-                cpus=spec.resources.cpus_per_trial,
-                gpus=spec.resources.gpus_per_trial,
+                max_steps=max_steps,
+                run_dir=run_dir,
+                models_dir=models_dir,
             )
     except KeyboardInterrupt:
         interrupted = True
@@ -312,41 +268,88 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     finally:
         ray_backend.stop_ray()
         wall = time.time() - started
-        best = observer.best
-        if best is not None and models_dir is not None:
-            _publish_best(spec, best, models_dir, run_dir, recorder)
-        summary = {
-            "wall_s": wall,
-            "num_trials": len(observer.trials),
-            **{f"num_{k}": v for k, v in observer.counts().items()},
-            "best_value": best.value if best else None,
-            "best_trial": best.number if best else None,
-            "interrupted": interrupted,
-            **observer.time_split(),
-        }
-        end_tags = {
-            "sweep.best_trial": str(best.number if best else None),
-            "sweep.counts": json.dumps(observer.counts()),
-            "sweep.interrupted": str(interrupted),
-        }
-        if not interrupted and not crashed:
-            recorder.finish_sweep(summary, end_tags)
-        recorder.close(interrupted, crashed)
+        _close_record(spec, observer, recorder, run_dir, models_dir, wall, interrupted, crashed)
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
+    assert recorder.parent_id is not None
     return SweepResult(
         run_dir,
-        uri,
-        experiment,
+        recorder.uri,
+        recorder.experiment,
         recorder.parent_id,
         list(observer.trials.values()),
-        best,
+        observer.best,
         wall,
         interrupted,
         observer.counts(),
         dashboard,
         observer.time_split(),
     )
+
+
+def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fingerprints: dict[str, str]) -> Any:
+    """The sweep's parent run: new, or re-opened from run_dir/sweep.json on resume."""
+    from sweep.tracking import Recorder, default_tracking_uri
+
+    state_file = run_dir / "sweep.json"
+    uri = spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
+    recorder = Recorder(uri, spec.tracking.experiment or spec.name, Path(spec.execution.runs_dir) / "mlartifacts")
+    if resume:
+        recorder.resume_sweep(json.loads(state_file.read_text())["parent_run_id"])
+    else:
+        params = {
+            "trial": spec.trial_template(),
+            "space": {k: v.model_dump(exclude_none=True) for k, v in spec.space.items()},
+            **spec.model_dump(include={"objective", "sampler", "pruner", "budget", "resources"}),
+        }
+        tags = {
+            "sweep.code_version": _code_version(),
+            "sweep.run_dir": str(run_dir.resolve()),
+            "sweep.storage": storage,
+            **{f"{k}.fingerprint": v for k, v in fingerprints.items()},
+        }
+        recorder.start_sweep(spec.name, params, tags, spec.model_dump(mode="json"))
+    state = {
+        "parent_run_id": recorder.parent_id,
+        "tracking_uri": uri,
+        "experiment": recorder.experiment,
+        "storage": storage,
+    }
+    state_file.write_text(json.dumps(state, indent=1))
+    return recorder
+
+
+def _close_record(
+    spec: SweepSpec,
+    observer: SweepObserver,
+    recorder: Any,
+    run_dir: Path,
+    models_dir: Path | None,
+    wall: float,
+    interrupted: bool,
+    crashed: bool,
+) -> None:
+    """Publish the best model, write the sweep's summary, and leave no run RUNNING."""
+    best = observer.best
+    if best is not None and models_dir is not None:
+        _publish_best(spec, best, models_dir, run_dir, recorder)
+    summary = {
+        "wall_s": wall,
+        "num_trials": len(observer.trials),
+        **{f"num_{k}": v for k, v in observer.counts().items()},
+        "best_value": best.value if best else None,
+        "best_trial": best.number if best else None,
+        "interrupted": interrupted,
+        **observer.time_split(),
+    }
+    end_tags = {
+        "sweep.best_trial": str(best.number if best else None),
+        "sweep.counts": json.dumps(observer.counts()),
+        "sweep.interrupted": str(interrupted),
+    }
+    if not interrupted and not crashed:
+        recorder.finish_sweep(summary, end_tags)
+    recorder.close(interrupted, crashed)
 
 
 def _publish_best(spec: SweepSpec, best: TrialRecord, models_dir: Path, run_dir: Path, recorder: Any) -> None:
