@@ -37,13 +37,13 @@ test-fast: setup
 	$(BIN)/pytest -q -m "not integration"
 
 quality: setup
-	$(BIN)/ruff check sweep trainers tests
-	$(BIN)/ruff format --check sweep trainers tests
+	$(BIN)/ruff check sweep trainers tests benchmarks
+	$(BIN)/ruff format --check sweep trainers tests benchmarks
 	$(BIN)/mypy sweep trainers
 
 style: setup
-	$(BIN)/ruff check --fix sweep trainers tests
-	$(BIN)/ruff format sweep trainers tests
+	$(BIN)/ruff check --fix sweep trainers tests benchmarks
+	$(BIN)/ruff format sweep trainers tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/trial_bench.py
