@@ -100,6 +100,8 @@ class SweepObserver:
         number = self.bridge.number(ray_id)
         self.trials.setdefault(ray_id, TrialRecord(ray_id, number, dict(params)))
         self.recorder.start_trial(ray_id, number, params)
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        self.echo(f"trial {number} started: {shown}")
 
     def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:
         rec = self.trials.get(ray_id)

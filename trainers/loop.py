@@ -3,6 +3,7 @@ an outcome. Knows nothing of Ray, Optuna or MLflow: the caller passes a Reporter
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import sys
@@ -274,6 +275,8 @@ def _save(model: torch.nn.Module, prep: _Prepared, output_dir: str) -> str:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     prep.tokenizer.save_pretrained(path)
+    if prep.rows.label_names:  # an adapter directory has no config.json to carry id2label
+        (path / "labels.json").write_text(json.dumps(dict(enumerate(prep.rows.label_names)), indent=1))
     return str(path)
 
 

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -151,6 +152,7 @@ def test_saves_adapter_or_model_with_label_mapping(tmp_path):
     )
     assert out.model_dir == f"{tmp_path}/lora"
     assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert json.loads((tmp_path / "lora" / "labels.json").read_text()) == {"0": "negative", "1": "positive"}
     full = run_trial(tiny_config("classification", f"output_dir={tmp_path}/full"), RecordingReporter())
     assert (tmp_path / "full" / "config.json").is_file() and full.model_dir
     from transformers import AutoModelForSequenceClassification
