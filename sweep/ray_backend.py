@@ -115,10 +115,11 @@ class OptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         from trainers.api import TrialOutcome
 
-        if result and OUTCOME_KEY in result and json.loads(result[OUTCOME_KEY])["status"] == "failed":
-            self.bridge.tell(trial_id, "failed", None, {"error": json.loads(result[OUTCOME_KEY])["error"]})
-        elif result and OUTCOME_KEY in result:
-            outcome = TrialOutcome.model_validate_json(result[OUTCOME_KEY])
+        payload = json.loads(result[OUTCOME_KEY]) if result and OUTCOME_KEY in result else None
+        if payload is not None and payload["status"] == "failed":
+            self.bridge.tell(trial_id, "failed", None, {"error": payload["error"]})
+        elif payload is not None:
+            outcome = TrialOutcome.model_validate(payload)
             value = outcome.final_metrics.get(self.objective)
             attrs = {"num_steps": outcome.num_steps, "split_fingerprint": outcome.split_fingerprint}
             if outcome.status == "diverged":

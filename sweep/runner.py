@@ -117,36 +117,39 @@ class SweepObserver:
     def trial_finished(self, ray_id: str, outcome_json: str | None, error: bool) -> None:
         rec = self.trials.setdefault(ray_id, TrialRecord(ray_id, self.bridge.number(ray_id), {}))
         rec.ended = time.time()
+        payload = json.loads(outcome_json) if outcome_json is not None else None
         tags: dict[str, str] = {}
         metrics: dict[str, float] = {}
-        failure = json.loads(outcome_json) if outcome_json is not None else None
-        if failure is not None and failure["status"] == "failed":
-            outcome_json = None
-            rec.status, rec.error = "failed", failure["error"]
-            tags["trial.error"] = failure["error"][:5000]
-        if outcome_json is not None:
-            outcome = json.loads(outcome_json)
-            rec.outcome = outcome
-            rec.status = outcome["status"]
-            rec.step = outcome["final_step"] if rec.status != "diverged" else outcome["diverged_step"]
-            rec.value = outcome["final_metrics"].get(self.spec.objective.metric)
-            metrics = {
-                "num_steps": outcome["num_steps"],
-                "num_examples": outcome["num_examples"],
-                "peak_rss_mb": outcome["peak_rss_mb"],
-                **{f"time_{k}": v for k, v in outcome["timings"].items()},
-                **{f"best_{k}": v for k, v in outcome["best_metrics"].items()},
-                **outcome["test_metrics"],
-            }
-            tags = {"data.fingerprint": outcome["data_fingerprint"], "split.fingerprint": outcome["split_fingerprint"]}
-            if rec.status == "diverged":
-                tags["trial.diverged_learning_rate"] = str(outcome["diverged_learning_rate"])
-        elif rec.error is None:
-            rec.status = "failed" if error or ray_id not in self.bridge.pruned else "pruned"
+        if payload is None:  # stopped by the scheduler, or Ray lost it
+            rec.status = "pruned" if not error and ray_id in self.bridge.pruned else "failed"
+        elif payload["status"] == "failed":
+            rec.status, rec.error = "failed", payload["error"]
+            tags["trial.error"] = payload["error"][:5000]
+        else:
+            tags, metrics = self._absorb_outcome(rec, payload)
         tags["trial.step_reached"] = str(rec.step)
         self.recorder.end_trial(ray_id, rec.status, tags, metrics)
         self._keep_best_model(rec)
         self._progress(rec)
+
+    def _absorb_outcome(self, rec: TrialRecord, outcome: dict[str, Any]) -> tuple[dict[str, str], dict[str, float]]:
+        """A finished trial's TrialOutcome (as JSON) -> its record, run tags and run metrics."""
+        rec.outcome = outcome
+        rec.status = outcome["status"]
+        rec.step = outcome["final_step"] if rec.status != "diverged" else outcome["diverged_step"]
+        rec.value = outcome["final_metrics"].get(self.spec.objective.metric)
+        metrics = {
+            "num_steps": outcome["num_steps"],
+            "num_examples": outcome["num_examples"],
+            "peak_rss_mb": outcome["peak_rss_mb"],
+            **{f"time_{k}": v for k, v in outcome["timings"].items()},
+            **{f"best_{k}": v for k, v in outcome["best_metrics"].items()},
+            **outcome["test_metrics"],
+        }
+        tags = {"data.fingerprint": outcome["data_fingerprint"], "split.fingerprint": outcome["split_fingerprint"]}
+        if rec.status == "diverged":
+            tags["trial.diverged_learning_rate"] = str(outcome["diverged_learning_rate"])
+        return tags, metrics
 
     def add_finished(self, rec: TrialRecord) -> None:
         """A trial an earlier run of this sweep finished (resume)."""
