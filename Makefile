@@ -1,6 +1,6 @@
 # finetune-sweep — `make sweep` runs the demo sweep, `make test` runs the tests.
 # Choose your torch build: the default is the CPU wheel; GPU users pass e.g.
-#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+#   make setup TORCH="torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0

@@ -27,6 +27,19 @@ def summary_rows(spec: SweepSpec, result: Any) -> list[list[str]]:
     return rows
 
 
+def acceptance_line(spec: SweepSpec, best: float | None) -> str:
+    """Does the best trial reach acceptance.threshold (in the objective's direction)?"""
+    threshold = spec.acceptance.threshold
+    assert threshold is not None
+    if best is None:
+        return f"acceptance: no completed trial to compare with threshold {threshold}: not reached"
+    maximize = spec.objective.direction == "maximize"
+    ok = best >= threshold if maximize else best <= threshold
+    relation = (">=" if maximize else "<=") if ok else ("<" if maximize else ">")
+    verdict = "reached" if ok else "not reached"
+    return f"acceptance: best {spec.objective.metric} {best:.4g} {relation} threshold {threshold}: {verdict}"
+
+
 def print_summary(spec: SweepSpec, result: Any) -> None:
     header = ["trial", "status", "step", spec.objective.metric, "parameters"]
     rows = summary_rows(spec, result)
@@ -48,5 +61,7 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
             f"best: trial {result.best.number}, {spec.objective.metric}={result.best.value:.4g}; "
             f"config and model in {result.run_dir / 'best'}"
         )
+    if spec.acceptance.threshold is not None:
+        print(acceptance_line(spec, result.best.value if result.best else None))
     print(f"MLflow UI:  make mlflow-ui   (then open http://127.0.0.1:5000, experiment '{result.experiment}')")
     print("Ray dashboard (while a sweep runs): make dashboard")
