@@ -113,7 +113,7 @@ def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
     spec.write_text(
         "name: sig\n"
         "trial: {model: {name_or_path: tiny-bert}, adaptation: {method: full}, data: {max_rows: 200, max_length: 24},"
-        " optim: {max_steps: 60, batch_size: 8}, eval: {eval_every_steps: 10}}\n"
+        " optim: {max_steps: 240, batch_size: 8}, eval: {eval_every_steps: 40}}\n"
         "space:\n  optim.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
         "pruner: {kind: none}\nbudget: {num_trials: 3, max_concurrent_trials: 1}\nexecution: {dashboard: false}\n"
     )
