@@ -51,11 +51,10 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     print(f"\n{len(result.trials)} trials in {result.wall_s:.0f}s: {counts}")
     split = result.time_split
-    if split:
-        print(
-            f"per trial: first report after {split.get('mean_first_report_s', 0):.1f}s on average; "
-            f"{100 * split.get('train_eval_share', 0):.0f}% of completed trials' wall time in train/eval steps"
-        )
+    if "mean_first_report_s" in split:
+        print(f"per trial: first report after {split['mean_first_report_s']:.1f}s on average")
+    if "train_eval_share" in split:
+        print(f"{100 * split['train_eval_share']:.0f}% of completed trials' wall time went to train/eval steps")
     if result.best is not None:
         print(
             f"best: trial {result.best.number}, {spec.objective.metric}={result.best.value:.4g}; "

@@ -151,6 +151,17 @@ class SweepObserver:
             tags["trial.diverged_learning_rate"] = str(outcome["diverged_learning_rate"])
         return tags, metrics
 
+    def end_unfinished(self, status: str) -> None:
+        """Close trials Ray stopped without a result ('stopped': out of time; 'killed': Ctrl-C)."""
+        for rec in self.trials.values():
+            if rec.status != "running":
+                continue
+            rec.status, rec.ended = status, time.time()
+            self.bridge.tell(rec.ray_id, status, None)
+            self.recorder.end_trial(rec.ray_id, status, {"trial.step_reached": str(rec.step)}, {})
+            self._drop_model(rec.ray_id)
+            self._progress(rec)
+
     def add_finished(self, rec: TrialRecord) -> None:
         """A trial an earlier run of this sweep finished (resume)."""
         self.trials[rec.ray_id] = rec
@@ -262,11 +273,10 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                 run_dir=run_dir,
                 models_dir=models_dir,
             )
+        observer.end_unfinished("stopped")  # Ray ended them without a result: the time budget ran out
     except KeyboardInterrupt:
         interrupted = True
-        for rec in observer.trials.values():
-            if rec.status == "running":
-                rec.status = "killed"
+        observer.end_unfinished("killed")
     except BaseException:
         crashed = True  # our bug or Ray's: the record says FAILED, the traceback goes to the user
         raise

@@ -130,14 +130,15 @@ class Recorder:
         self.client.set_terminated(run.info.run_id, "FINISHED")
 
     def end_trial(self, key: str, status: str, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
-        """Close a trial's run with ``trial.status`` in {completed, pruned, diverged, failed}."""
+        """Close a trial's run with ``trial.status`` in {completed, pruned, diverged, failed}, or
+        stopped (out of time) / killed (Ctrl-C)."""
         run_id = self.trial_runs.get(key)
         if run_id is None or run_id not in self._open:
             return
         duration = time.time() - self._started.get(key, time.time())
         self._log_metrics(run_id, {**metrics, "duration_s": duration}, step=0)
         self._set_tags(run_id, {STATUS_TAG: status, **tags})
-        self._end(run_id, "FAILED" if status == "failed" else "FINISHED")
+        self._end(run_id, {"failed": "FAILED", "killed": "KILLED"}.get(status, "FINISHED"))
 
     def log_artifacts(self, key: str, local_dir: Path, artifact_path: str | None) -> None:
         run_id = self.trial_runs.get(key)

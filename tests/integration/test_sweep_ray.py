@@ -11,7 +11,7 @@ from trainers.config import trial_config_from_dict
 
 pytestmark = pytest.mark.integration
 
-STATE_TO_STATUS = {"COMPLETE": {"completed"}, "PRUNED": {"pruned"}, "FAIL": {"diverged", "failed"}}
+STATE_TO_STATUS = {"COMPLETE": {"completed"}, "PRUNED": {"pruned"}, "FAIL": {"diverged", "failed", "stopped", "killed"}}
 
 
 def _spec(tmp_path, **parts):
@@ -190,3 +190,25 @@ def test_trials_the_trial_rejects_fail_with_their_reason(tmp_path):
     run = next(r for r in trials if r.data.tags["trial.status"] == "failed")
     assert run.data.tags["trial.error"] == failed.error and run.info.status == "FAILED"
     assert next(t for t in study.trials if t.state.name == "FAIL").user_attrs["error"] == failed.error
+
+
+def test_time_budget_stops_trials_and_records_them_as_stopped(tmp_path):
+    trial = {
+        "model": {"name_or_path": "tiny-bert"},
+        "adaptation": {"method": "full"},
+        "data": {"max_rows": 200, "max_length": 24},
+        "optim": {"max_steps": 2000, "batch_size": 8},
+        "eval": {"eval_every_steps": 20},
+    }
+    spec = _spec(
+        tmp_path,
+        trial=trial,
+        space={"seed": {"type": "categorical", "choices": [1, 2]}},
+        pruner={"kind": "none"},
+        budget={"num_trials": 2, "max_concurrent_trials": 1, "time_budget_s": 12},
+    )
+    result = run_sweep(spec, echo=lambda line: None)
+    assert result.counts == {"stopped": 1}
+    _, trials, study = _check_tree(result)
+    assert trials[0].data.tags["trial.status"] == "stopped" and trials[0].info.status == "FINISHED"
+    assert study.trials[0].user_attrs["status"] == "stopped"
