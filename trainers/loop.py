@@ -105,10 +105,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
         test = _evaluate(cfg, model, prep, prep.splits.test)
         timings.eval_s += time.perf_counter() - t0
         result.test_metrics = {k.replace("val_", "test_", 1): v for k, v in test.items()}
-    if cfg.output_dir and result.status != "diverged":
+    if cfg.output_dir and result.status == "completed":  # k folds: the last fold's model
         result.model_dir = _save(model, prep, cfg.output_dir)
-    _trainable, _total = models.count_parameters(model)
-    result.num_trainable_params, result.num_total_params = _trainable, _total
+    result.num_trainable_params, result.num_total_params = models.count_parameters(model)
     result.peak_rss_mb = _peak_rss_mb()
     if prep.device.type == "cuda":
         result.peak_device_mb = torch.cuda.max_memory_allocated(prep.device) / 2**20
