@@ -56,12 +56,11 @@ def preflight(spec: SweepSpec) -> dict[str, str]:
     from trainers.config import ConfigError
     from trainers.loop import preflight as trial_preflight
 
-    problems: list[str] = []
-    fingerprints: dict[str, str] = {}
     try:
         fingerprints = trial_preflight(spec.trial_config({}))
-    except ConfigError as exc:
-        problems += [f"trial.{line}" for line in exc.problems]
+    except ConfigError as exc:  # the template itself fails: every space value would repeat it
+        raise SpecError([f"trial.{line}" for line in exc.problems]) from None
+    problems: list[str] = []
     for path, p in spec.space.items():
         if not path.startswith(("model.", "data.", "split.")):
             continue
