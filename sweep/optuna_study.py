@@ -187,14 +187,3 @@ class StudyBridge:
     def counts(self) -> dict[str, int]:
         states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False)]
         return {s: states.count(s) for s in sorted(set(states))}
-
-
-def param_importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's default importance (PED-ANOVA); empty when too few trials completed."""
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(completed) < 2:
-        return {}
-    try:
-        return dict(optuna.importance.get_param_importances(study))
-    except (RuntimeError, ValueError):
-        return {}

@@ -239,7 +239,7 @@ def _temp_dir(run_dir: Path) -> str:
     return str(short)
 
 
-def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int | None = None) -> str:
+def start_ray(address: str | None, run_dir: Path, dashboard: bool) -> str:
     """Start local Ray in the run dir (or connect to ``address``); returns the dashboard URL or ""."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -258,7 +258,6 @@ def start_ray(address: str | None, run_dir: Path, dashboard: bool, num_cpus: int
         has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
         info = ray.init(
             address="local",
-            num_cpus=num_cpus,
             include_dashboard=has_dashboard,
             dashboard_host="127.0.0.1",
             _temp_dir=_temp_dir(run_dir),

@@ -46,7 +46,6 @@ class SweepResult:
     wall_s: float
     interrupted: bool
     counts: dict[str, int]
-    dashboard: str = ""
     time_split: dict[str, float] = field(default_factory=dict)
 
 
@@ -256,7 +255,6 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
     echo(f"MLflow: {recorder.uri} (experiment '{recorder.experiment}'); Optuna: {storage}")
     interrupted = crashed = False
-    dashboard = ""
     try:
         dashboard = ray_backend.start_ray(spec.execution.address, run_dir, spec.execution.dashboard)
         if dashboard:
@@ -296,7 +294,6 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         wall,
         interrupted,
         observer.counts(),
-        dashboard,
         observer.time_split(),
     )
 
