@@ -50,7 +50,7 @@ bench: setup
 	$(BIN)/python benchmarks/sweep_bench.py
 
 demo-data: setup
-	$(BIN)/python -m trainers.demo_data
+	$(BIN)/python -m trainers.demo
 
 mlflow-ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \

@@ -26,7 +26,7 @@ def _validate(args: argparse.Namespace) -> int:
     from sweep.runner import preflight
 
     spec = load_spec(args.spec, args.overrides)
-    fingerprints = preflight(spec)
+    fingerprints = preflight(spec).fingerprints
     print(
         f"{args.spec}: OK — sweep '{spec.name}', {len(spec.space)} parameters, {spec.budget.num_trials} trials, "
         f"sampler {spec.sampler.kind}, pruner {spec.pruner.kind}; data {fingerprints['data']}, "
@@ -50,12 +50,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from sweep.report import print_summary
+    from sweep.run_dir import SPEC_FILE, STATE_FILE
     from sweep.runner import run_sweep
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "sweep.json").is_file():
-        raise SpecError([f"run_dir: '{run_dir}' holds no sweep.json; pass a directory that `sweep run` made"])
-    spec = load_spec(run_dir / "spec.yaml", args.overrides)
+    if not (run_dir / STATE_FILE).is_file():
+        raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
+    spec = load_spec(run_dir / SPEC_FILE, args.overrides)
     result = run_sweep(spec, resume_dir=run_dir)
     print_summary(spec, result)
     return 130 if result.interrupted else 0
@@ -64,14 +65,15 @@ def _resume(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
-    token_file = Path.home() / ".ray" / "auth_token"
-    latest = sorted(Path(args.runs_dir).glob("*/*/ray.json"), key=lambda p: p.stat().st_mtime)
+    from sweep.ray_backend import auth_token
+    from sweep.run_dir import RAY_FILE
+
+    latest = sorted(Path(args.runs_dir).glob(f"*/*/{RAY_FILE}"), key=lambda p: p.stat().st_mtime)
     url = json.loads(latest[-1].read_text())["dashboard"] if latest else "http://127.0.0.1:8265"
     print(f"Ray dashboard: {url}  (live only while a sweep runs)")
-    if token_file.is_file():
-        print(
-            f"Token authentication is on: paste this token into the dashboard's prompt:\n  {token_file.read_text().strip()}"
-        )
+    token = auth_token()
+    if token:
+        print(f"Token authentication is on: paste this token into the dashboard's prompt:\n  {token}")
         print("CLI clients (ray job submit, ray status) also need: export RAY_AUTH_MODE=token")
     return 0
 

@@ -1,96 +1,35 @@
-"""The only ``import optuna``: the sweep's study (sampler + pruner) and ask/tell bookkeeping."""
+"""The sweep's Optuna study (its sampler and pruner come from ``samplers.py`` / ``pruners.py``) and the
+ask/tell bookkeeping between Ray trial ids and Optuna trials."""
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from sweep.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, is_conditional, sample
-from sweep.spec import Pruner, Sampler, SweepSpec
+from sweep.space import Param, sample
+from sweep.spec import SweepSpec
+from sweep.status import TrialStatus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
 
 RAY_ID_ATTR = "ray_trial_id"
+STATUS_ATTR = "status"
 
 
-def make_sampler(cfg: Sampler, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
-    """Seeded sampler; TPE is multivariate and grouped when the space is conditional."""
-    if cfg.kind == "tpe":
-        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8; it is what conditionals need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=cfg.seed,
-                n_startup_trials=cfg.num_startup_trials,
-                multivariate=True,
-                group=is_conditional(space),
-            )
-    if cfg.kind == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
-    if cfg.kind == "grid":
-        return _AskTellGridSampler(_grid(space), seed=cfg.seed)
-    if cfg.kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=cfg.seed, n_startup_trials=cfg.num_startup_trials)
-    return optuna.samplers.GPSampler(seed=cfg.seed, n_startup_trials=cfg.num_startup_trials)
-
-
-class _AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
-    ``study.optimize``; with ask/tell the searcher checks ``is_exhausted`` instead."""
-
-    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
-        return None
-
-
-def _grid(space: Mapping[str, Param]) -> dict[str, list[Any]]:
-    grid: dict[str, list[Any]] = {}
-    for path, p in space.items():
-        if isinstance(p, CategoricalParam):
-            grid[path] = list(p.choices)
-        elif isinstance(p, IntParam):
-            grid[path] = list(range(p.low, p.high + 1, p.step))
-        elif isinstance(p, FloatParam) and p.step is not None:
-            count = math.floor((p.high - p.low) / p.step + 1e-9) + 1
-            grid[path] = [p.low + i * p.step for i in range(count)]
-        elif isinstance(p, FixedParam):
-            continue
-    return grid
-
-
-def make_pruner(cfg: Pruner, max_steps: int) -> optuna.pruners.BasePruner:
-    """Optuna's pruner for ``cfg.kind``; 'asha' is Ray's scheduler and 'none' prunes nothing."""
-    if cfg.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg.num_startup_trials, n_warmup_steps=cfg.warmup_steps)
-    if cfg.kind == "percentile":
-        return optuna.pruners.PercentilePruner(
-            cfg.percentile, n_startup_trials=cfg.num_startup_trials, n_warmup_steps=cfg.warmup_steps
-        )
-    if cfg.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=cfg.min_resource, reduction_factor=cfg.reduction_factor
-        )
-    if cfg.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=cfg.min_resource, max_resource=max_steps, reduction_factor=cfg.reduction_factor
-        )
-    if cfg.kind == "wilcoxon":
-        with warnings.catch_warnings():  # "experimental" since Optuna 3.6
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(spec: SweepSpec, storage: str, study_name: str, max_steps: int) -> optuna.Study:
-    """Create (or re-open, for resume) the sweep's study."""
+def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -> optuna.Study:
+    """Create (or re-open, for resume) the sweep's study; ``last_step`` is the largest step a trial reports."""
     return optuna.create_study(
         study_name=study_name,
         storage=_storage(storage),
-        sampler=make_sampler(spec.sampler, spec.space),
-        pruner=make_pruner(spec.pruner, max_steps),
+        sampler=spec.sampler.build(spec.space),
+        pruner=spec.pruner.build(last_step),
         direction=spec.objective.direction,
         load_if_exists=True,
     )
@@ -104,10 +43,22 @@ def _storage(url: str) -> Any:
     return url
 
 
+@dataclass(frozen=True)
+class PriorTrial:
+    """A trial an earlier (interrupted) run of the sweep already ended."""
+
+    number: int
+    ray_id: str
+    params: dict[str, Any]
+    status: TrialStatus
+    value: float | None
+    step: int | None
+
+
 class StudyBridge:
     """Ask/tell between Ray trial ids and Optuna trials: one Optuna trial per Ray trial, never two.
 
-    Used by the searcher (ask, tell) and the pruning scheduler (report, should_prune) in the driver.
+    Used in the driver by the searcher (ask), the pruning scheduler (report) and the observer (tell).
     """
 
     def __init__(self, study: optuna.Study, space: Mapping[str, Param]) -> None:
@@ -115,7 +66,7 @@ class StudyBridge:
         self.space = space
         self._trials: dict[str, optuna.Trial] = {}
         self._params: dict[str, dict[str, Any]] = {}
-        self.pruned: set[str] = set()
+        self._pruned: set[str] = set()
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # a sweep that was interrupted: its running trials will not report again
             study.tell(frozen.number, state=TrialState.FAIL)
@@ -139,48 +90,62 @@ class StudyBridge:
         return trial.number if trial is not None else None
 
     def report(self, ray_id: str, value: float, step: int) -> bool:
-        """Pass an intermediate value to the study; True when the pruner says stop."""
+        """Pass an intermediate value to the study; True (and marked pruned) when the pruner says stop."""
         trial = self._trials.get(ray_id)
-        if trial is None or not math.isfinite(value):
+        if trial is None:
+            log.debug("report for unknown trial %s ignored", ray_id)
+            return False
+        if not math.isfinite(value):
             return False
         trial.report(value, step)
         if trial.should_prune():
-            self.pruned.add(ray_id)
+            self.mark_pruned(ray_id)
             return True
         return False
 
-    def tell(self, ray_id: str, status: str, value: float | None, attrs: Mapping[str, Any] | None = None) -> None:
-        """End the Optuna trial: completed -> COMPLETE(value), pruned -> PRUNED, else FAIL."""
+    def mark_pruned(self, ray_id: str) -> None:
+        """The trial is being stopped by a pruning decision (ours, or Ray's ASHA)."""
+        self._pruned.add(ray_id)
+
+    def clear_pruned(self, ray_id: str) -> None:
+        """The trial goes on after all (its report was its last)."""
+        self._pruned.discard(ray_id)
+
+    def was_pruned(self, ray_id: str) -> bool:
+        return ray_id in self._pruned
+
+    def tell(
+        self, ray_id: str, status: TrialStatus, value: float | None, attrs: Mapping[str, Any] | None = None
+    ) -> None:
+        """End the Optuna trial in the state its status maps to; only completed trials carry a value."""
         trial = self._trials.pop(ray_id, None)
+        self._pruned.discard(ray_id)
         if trial is None:
+            log.debug("tell for unknown or already ended trial %s ignored", ray_id)
             return
         for key, attr in (attrs or {}).items():
             trial.set_user_attr(key, attr)
-        trial.set_user_attr("status", status)
-        if status == "completed" and value is not None and math.isfinite(value):
-            self.study.tell(trial, value)
-        elif status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:  # diverged or failed: never a candidate for best
-            self.study.tell(trial, state=TrialState.FAIL)
+        trial.set_user_attr(STATUS_ATTR, status.value)
+        state = TrialState[status.optuna_state]
+        if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+            state = TrialState.FAIL  # completed without a usable objective: never a candidate for best
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 
-    def finished_trials(self) -> list[dict[str, Any]]:
-        """Trials an earlier (interrupted) run of this sweep already finished, for resume."""
+    def prior_trials(self) -> list[PriorTrial]:
+        """Trials an earlier (interrupted) run of this sweep already ended, for resume."""
         out = []
         for t in self.study.get_trials(deepcopy=False):
             if t.state == TrialState.RUNNING:
                 continue
             # a FAIL without our status was left running by an interrupted run: killed, not a result
-            status = t.user_attrs.get("status", "killed" if t.state == TrialState.FAIL else t.state.name.lower())
+            default = {TrialState.COMPLETE: TrialStatus.COMPLETED, TrialState.PRUNED: TrialStatus.PRUNED}.get(
+                t.state, TrialStatus.KILLED
+            )
+            status = TrialStatus(t.user_attrs.get(STATUS_ATTR, default))
             out.append(
-                {
-                    "number": t.number,
-                    "ray_id": t.user_attrs.get(RAY_ID_ATTR, str(t.number)),
-                    "params": dict(t.params),
-                    "status": status,
-                    "value": t.value,
-                    "step": t.last_step,
-                }
+                PriorTrial(
+                    t.number, t.user_attrs.get(RAY_ID_ATTR, str(t.number)), dict(t.params), status, t.value, t.last_step
+                )
             )
         return out
 

@@ -7,43 +7,38 @@ Ray's ``OptunaSearch`` builds its study with Optuna's NopPruner, so it cannot pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
-import json
 import logging
 import os
+import shutil
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from sweep.interfaces import Bridge, Observer
+from sweep.pruners import AshaPruner
 from sweep.spec import SweepError, SweepSpec
+from sweep.status import TrialFailure, parse_final_report
+from trainers.api import TrialOutcome
+
+log = logging.getLogger(__name__)
 
 OUTCOME_KEY = "outcome"
 STEP_KEY = "step"
+LAST_STEP_KEY = "last_step"
+RAY_DIR = "ray"  # the run dir's link to (or copy of) Ray's session files and logs
 
-
-class Bridge(Protocol):
-    pruned: set[str]
-
-    def ask(self, ray_id: str) -> dict[str, Any]: ...
-    def exhausted(self) -> bool: ...
-    def report(self, ray_id: str, value: float, step: int) -> bool: ...
-    def tell(self, ray_id: str, status: str, value: float | None, attrs: Mapping[str, Any] | None = None) -> None: ...
-
-
-class Observer(Protocol):
-    """The sweep's side of trial events (recording, progress)."""
-
-    def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None: ...
-    def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None: ...
-    def trial_finished(self, ray_id: str, outcome_json: str | None, error: bool) -> None: ...
+LastStepOf = Callable[[Mapping[str, Any]], int | None]
+"""Sampled parameters -> the step of that trial's final report (None: the trial will reject them)."""
 
 
 # --- inside the trial process ---------------------------------------------------------------------
@@ -62,73 +57,51 @@ def trainable(config: dict[str, Any]) -> None:
     Worker processes are reused across trials (reuse_actors), so trainers' caches of tokenized data
     and base weights serve every trial after the first in that process.
     """
-    from sweep.space import as_overrides, merge
+    from sweep.space import compose
     from trainers.config import ConfigError, trial_config_from_dict
     from trainers.loop import run_trial
 
-    overrides = as_overrides(config["params"])
-    if config.get("models_dir"):
-        trial_id = tune.get_context().get_trial_id()
-        overrides = merge(overrides, {"output_dir": str(Path(config["models_dir"]) / trial_id)})
+    output_dir = str(Path(config["models_dir"]) / tune.get_context().get_trial_id()) if config["models_dir"] else None
     try:
-        cfg = trial_config_from_dict(merge(config["template"], overrides))
-        outcome = run_trial(cfg, _TuneReporter())
+        cfg = trial_config_from_dict(compose(config["template"], config["params"], output_dir))
+        final = run_trial(cfg, _TuneReporter()).model_dump_json()
     except ConfigError as exc:
         # a combination the space allows but the trial rejects: a failed trial with its reason, not a crash
-        _report_failure("; ".join(exc.problems))
-        return
+        final = TrialFailure(error="; ".join(exc.problems), kind="config").model_dump_json()
     except Exception as exc:  # e.g. CUDA out of memory: the sweep goes on, the record says why
         traceback.print_exc()  # the whole story, in the worker's log under the run dir
-        _report_failure(f"{type(exc).__name__}: {exc}")
-        return
-    tune.report({OUTCOME_KEY: outcome.model_dump_json(), STEP_KEY: outcome.num_steps})
-
-
-def _report_failure(error: str) -> None:
-    tune.report({OUTCOME_KEY: json.dumps({"status": "failed", "error": error}), STEP_KEY: 0})
+        final = TrialFailure(error=f"{type(exc).__name__}: {exc}", kind="exception").model_dump_json()
+    tune.report({OUTCOME_KEY: final})
 
 
 # --- in the driver --------------------------------------------------------------------------------
 
 
 class OptunaSearcher(Searcher):
-    """Ray Searcher over the sweep's Optuna study: suggest = ask, complete = tell."""
+    """Ray Searcher over the sweep's Optuna study: suggest = ask. The observer tells the study how each
+    trial ended (it reads the final report once, for the study and the record alike)."""
 
-    def __init__(self, bridge: Bridge, metric: str, mode: str) -> None:
+    def __init__(self, bridge: Bridge, mode: str, last_step_of: LastStepOf) -> None:
         # no metric for Ray: its strict check would reject the final outcome report (and a diverged
         # trial has no value); the objective is checked at the first report by the scheduler instead
         super().__init__(metric=None, mode=mode)
-        self.objective = metric
         self.bridge = bridge
+        self.last_step_of = last_step_of
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.bridge.exhausted():
             return Searcher.FINISHED
-        return {"params": self.bridge.ask(trial_id)}
+        params = self.bridge.ask(trial_id)
+        return {"params": params, LAST_STEP_KEY: self.last_step_of(params)}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Nothing here: ``SweepObserver.trial_finished`` tells the study."""
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna study (in its storage) is the searcher's whole state."""
 
     def restore(self, checkpoint_path: str) -> None:
         """See ``save``; a resumed sweep re-opens the study instead."""
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        from trainers.api import TrialOutcome
-
-        payload = json.loads(result[OUTCOME_KEY]) if result and OUTCOME_KEY in result else None
-        if payload is not None and payload["status"] == "failed":
-            self.bridge.tell(trial_id, "failed", None, {"error": payload["error"]})
-        elif payload is not None:
-            outcome = TrialOutcome.model_validate(payload)
-            value = outcome.final_metrics.get(self.objective)
-            attrs = {"num_steps": outcome.num_steps, "split_fingerprint": outcome.split_fingerprint}
-            if outcome.status == "diverged":
-                attrs["diverged_step"] = outcome.diverged_step
-            self.bridge.tell(trial_id, outcome.status, value, attrs)
-        elif trial_id in self.bridge.pruned:
-            self.bridge.tell(trial_id, "pruned", None)
-        else:
-            self.bridge.tell(trial_id, "failed", None)
 
 
 def _check_metric(result: Mapping[str, Any], metric: str) -> None:
@@ -140,18 +113,9 @@ def _check_metric(result: Mapping[str, Any], metric: str) -> None:
         )
 
 
-def _last_step(config: Mapping[str, Any]) -> int | None:
-    """The step of a trial's final report: never prune there, the trial is done."""
-    template, params = config.get("template", {}), config.get("params", {})
-    folds = params.get("split.num_folds", template.get("split", {}).get("num_folds"))
-    if folds:
-        return int(folds) - 1
-    steps = params.get("optim.max_steps", template.get("optim", {}).get("max_steps"))
-    return int(steps) if steps else None
-
-
 def _is_last(trial: Any, result: Mapping[str, Any]) -> bool:
-    last = _last_step(trial.config)
+    """The trial's final report: never prune there, the trial is done."""
+    last = trial.config.get(LAST_STEP_KEY)
     return last is not None and int(result[STEP_KEY]) >= last
 
 
@@ -170,7 +134,7 @@ class OptunaPruningScheduler(FIFOScheduler):
         prune = self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
         if prune and not _is_last(trial, result):
             return TrialScheduler.STOP
-        self.bridge.pruned.discard(trial.trial_id)
+        self.bridge.clear_pruned(trial.trial_id)
         return TrialScheduler.CONTINUE
 
 
@@ -189,12 +153,12 @@ class RecordingASHA(ASHAScheduler):
             return TrialScheduler.CONTINUE
         _check_metric(result, self.objective)
         self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
-        self.bridge.pruned.discard(trial.trial_id)  # Optuna's own pruner is not the judge here
+        self.bridge.clear_pruned(trial.trial_id)  # Optuna's own pruner is not the judge here
         decision = super().on_trial_result(tune_controller, trial, result)
         if _is_last(trial, result):
             return TrialScheduler.CONTINUE  # done anyway: let it report its outcome
         if decision == TrialScheduler.STOP:
-            self.bridge.pruned.add(trial.trial_id)
+            self.bridge.mark_pruned(trial.trial_id)
         return decision
 
 
@@ -203,6 +167,7 @@ class _EventCallback(tune.Callback):
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
+        self.finals: dict[str, TrialOutcome | TrialFailure] = {}  # parsed final reports until the trial ends
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.observer.trial_started(trial.trial_id, trial.config.get("params", {}))
@@ -211,36 +176,50 @@ class _EventCallback(tune.Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         if OUTCOME_KEY in result:
-            trial.custom_outcome = result[OUTCOME_KEY]
+            self.finals[trial.trial_id] = parse_final_report(result[OUTCOME_KEY])
             return
         metrics = {k: float(v) for k, v in result.items() if k.startswith(("val_", "train_")) or k == "fold"}
         self.observer.trial_reported(trial.trial_id, int(result[STEP_KEY]), metrics)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.observer.trial_finished(trial.trial_id, getattr(trial, "custom_outcome", None), error=False)
+        self.observer.trial_finished(trial.trial_id, self.finals.pop(trial.trial_id, None), error=False)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.observer.trial_finished(trial.trial_id, None, error=True)
+        self.observer.trial_finished(trial.trial_id, self.finals.pop(trial.trial_id, None), error=True)
 
 
-def _temp_dir(run_dir: Path) -> str:
-    """Ray's temp dir, reachable as run_dir/ray. Ray puts unix sockets ~62 characters below it and
-    a socket path may not exceed 107 bytes, so a long run dir gets a short real path in /tmp and
-    run_dir/ray links to it."""
-    link = run_dir.resolve() / "ray"
+def _temp_dir(run_dir: Path) -> tuple[str, bool]:
+    """Ray's temp dir, reachable as run_dir/ray; True when it is a short stand-in under /tmp. Ray puts
+    unix sockets ~62 characters below it and a socket path may not exceed 107 bytes, so a long run dir
+    gets a short real path in /tmp and run_dir/ray links to it until the sweep ends."""
+    link = run_dir.resolve() / RAY_DIR
     if len(str(link)) <= 40:
         link.mkdir(parents=True, exist_ok=True)
-        return str(link)
+        return str(link), False
     digest = hashlib.sha1(str(link).encode()).hexdigest()[:10]
     short = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
     short.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
+    if not link.is_symlink():
         link.symlink_to(short, target_is_directory=True)
-    return str(short)
+    return str(short), True
 
 
-def start_ray(address: str | None, run_dir: Path, dashboard: bool) -> str:
-    """Start local Ray in the run dir (or connect to ``address``); returns the dashboard URL or ""."""
+def _keep_logs(short: Path, link: Path) -> None:
+    """Replace the /tmp stand-in by a copy of its logs in the run dir (the trials' tracebacks live there)."""
+    logs = [p for p in short.glob("session_*/logs") if p.is_dir() and not p.parent.is_symlink()]
+    link.unlink(missing_ok=True)
+    for found in logs:
+        shutil.copytree(found, link / found.parent.name / "logs", symlinks=True, dirs_exist_ok=True)
+    shutil.rmtree(short, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator[str]:
+    """Start a local Ray in the run dir (or connect to ``address``); yields the dashboard URL or "".
+
+    A Ray that is already running in this process (a notebook, a test) is used as it is and left
+    running; one this session started is shut down, and its temp files leave /tmp.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -251,27 +230,37 @@ def start_ray(address: str | None, run_dir: Path, dashboard: bool) -> str:
     # relative data paths mean what they meant to the user
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     if ray.is_initialized():
-        return ""
+        yield ""
+        return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    short: str | None = None
     if address in (None, "local"):
         # the dashboard comes with ray[default]; without it Ray runs headless
         has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
+        temp_dir, in_tmp = _temp_dir(run_dir)
+        short = temp_dir if in_tmp else None
         info = ray.init(
             address="local",
             include_dashboard=has_dashboard,
             dashboard_host="127.0.0.1",
-            _temp_dir=_temp_dir(run_dir),
+            _temp_dir=temp_dir,
             **kwargs,
         )
     else:
         info = ray.init(address=address, **kwargs)
     url = getattr(info, "dashboard_url", "") or ""
-    return f"http://{url}" if url and not url.startswith("http") else url
-
-
-def stop_ray() -> None:
-    if ray.is_initialized():
+    try:
+        yield f"http://{url}" if url and not url.startswith("http") else url
+    finally:
         ray.shutdown()
+        if short is not None:
+            _keep_logs(Path(short), run_dir.resolve() / RAY_DIR)
+
+
+def auth_token() -> str | None:
+    """The token Ray 2.60's token authentication wrote for this user (the dashboard asks for it)."""
+    path = Path.home() / ".ray" / "auth_token"
+    return path.read_text().strip() if path.is_file() else None
 
 
 def run_tuner(
@@ -280,17 +269,21 @@ def run_tuner(
     observer: Observer,
     *,
     num_trials: int,
-    max_steps: int,
+    max_last_step: int,
+    last_step_of: LastStepOf,
     run_dir: Path,
     models_dir: Path | None,
 ) -> None:
-    """Run ``num_trials`` trials of ``spec`` on Ray Tune, Optuna sampling and pruning through ``bridge``."""
+    """Run ``num_trials`` trials of ``spec`` on Ray Tune, Optuna sampling and pruning through ``bridge``.
+
+    ``max_last_step`` is the largest step any trial of the space reports (ASHA's max_t).
+    """
     objective = spec.objective.metric
     mode = "min" if spec.objective.direction == "minimize" else "max"
     scheduler: TrialScheduler
-    if spec.pruner.kind == "asha":
+    if isinstance(spec.pruner, AshaPruner):
         scheduler = RecordingASHA(
-            bridge, objective, mode, max_steps, spec.pruner.min_resource, spec.pruner.reduction_factor
+            bridge, objective, mode, max_last_step, spec.pruner.min_resource, spec.pruner.reduction_factor
         )
     else:
         scheduler = OptunaPruningScheduler(bridge, objective)
@@ -299,7 +292,7 @@ def run_tuner(
         tune.with_resources(trainable, resources),
         param_space={"template": spec.trial_template(), "models_dir": str(models_dir.resolve()) if models_dir else ""},
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearcher(bridge, objective, mode),
+            search_alg=OptunaSearcher(bridge, mode, last_step_of),
             scheduler=scheduler,
             num_samples=num_trials,
             max_concurrent_trials=spec.budget.max_concurrent_trials,

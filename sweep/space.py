@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from trainers.config import Section
 
 Scalar = None | bool | int | float | str
 
 
-class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+class _Param(Section):
     when: dict[str, Scalar | list[Scalar]] | None = Field(
         None, description="Sample only when every named parameter has this value (or one of these values)."
     )
@@ -133,6 +134,14 @@ def as_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def compose(template: Mapping[str, Any], params: Mapping[str, Any], output_dir: str | None = None) -> dict[str, Any]:
+    """One trial's config (as a dict): the template, its sampled parameters, and where to save its model."""
+    config = merge(template, as_overrides(params))
+    if output_dir is not None:
+        config["output_dir"] = output_dir
+    return config
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

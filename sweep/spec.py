@@ -10,84 +10,59 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
-from sweep.space import Param, as_overrides, candidate_values, merge, param_rules
+from sweep.pruners import MedianPruner, PrunerSpec
+from sweep.samplers import SamplerSpec, TpeSampler
+from sweep.space import Param, candidate_values, compose, param_rules
 from trainers.config import (
-    METRICS,
     ConfigError,
+    Section,
     TrialConfig,
     apply_overrides,
     format_validation_error,
     read_yaml_file,
     trial_config_from_dict,
 )
+from trainers.tasks import TASKS
 
 
 class SweepError(Exception):
     """Root of the sweep's user-facing errors."""
 
 
-class SpecError(SweepError):
+class SpecError(SweepError, ConfigError):
     """A spec (or its data) is wrong; ``problems`` has one fix-it line each. The CLI exits 2."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
-    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
-        return (type(self), (self.problems,))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class Objective(_Section):
+class Objective(Section):
     metric: str = Field("val_loss", description="A metric the trial reports, e.g. val_accuracy.")
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
-class Sampler(_Section):
-    kind: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
-    seed: int = 0
-    num_startup_trials: NonNegativeInt = Field(5, description="tpe/gp/cmaes: random trials before modelling.")
-
-
-class Pruner(_Section):
-    kind: Literal["median", "percentile", "successive_halving", "hyperband", "wilcoxon", "asha", "none"] = "median"
-    warmup_steps: NonNegativeInt = Field(0, description="median/percentile: steps before a trial may be pruned.")
-    num_startup_trials: NonNegativeInt = Field(2, description="median/percentile: trials that are never pruned.")
-    percentile: float = Field(25.0, gt=0.0, lt=100.0, description="percentile: keep trials above this.")
-    min_resource: PositiveInt = Field(1, description="successive_halving/hyperband/asha: first rung (steps).")
-    reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband/asha.")
-    p_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="wilcoxon: p-value below which to prune.")
-
-
-class Budget(_Section):
+class Budget(Section):
     num_trials: PositiveInt = 10
     max_concurrent_trials: PositiveInt = 2
     time_budget_s: PositiveFloat | None = Field(None, description="Wall clock for the whole sweep.")
 
 
-class Resources(_Section):
+class Resources(Section):
     cpus_per_trial: PositiveFloat = 1.0
     gpus_per_trial: NonNegativeFloat = Field(0.0, description="Fractions share one GPU between trials.")
 
 
-class Tracking(_Section):
+class Tracking(Section):
     uri: str | None = Field(None, description="MLflow tracking URI; None = $MLFLOW_TRACKING_URI or runs/mlflow.db.")
     experiment: str | None = Field(None, description="MLflow experiment; None = the spec's name.")
 
 
-class Execution(_Section):
+class Execution(Section):
     address: str | None = Field(None, description="Ray cluster address; None = a local Ray in the run dir.")
     dashboard: bool = True
     storage: str | None = Field(None, description="Optuna storage URL; None = sqlite in the run dir.")
@@ -95,36 +70,48 @@ class Execution(_Section):
     save_best_model: bool = True
 
 
-class Acceptance(_Section):
+class Acceptance(Section):
     threshold: float | None = Field(None, description="Accept the best trial if its objective reaches this.")
 
 
-class SweepSpec(_Section):
+class SweepSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     trial: dict[str, Any] = Field(default_factory=dict, description="The trial template (a TrialConfig).")
     space: dict[str, Param] = Field(default_factory=dict)
-    objective: Objective = Field(default_factory=Objective)  # type: ignore[arg-type]
-    sampler: Sampler = Field(default_factory=Sampler)  # type: ignore[arg-type]
-    pruner: Pruner = Field(default_factory=Pruner)  # type: ignore[arg-type]
-    budget: Budget = Field(default_factory=Budget)  # type: ignore[arg-type]
-    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
-    tracking: Tracking = Field(default_factory=Tracking)  # type: ignore[arg-type]
-    execution: Execution = Field(default_factory=Execution)  # type: ignore[arg-type]
-    acceptance: Acceptance = Field(default_factory=Acceptance)  # type: ignore[arg-type]
+    objective: Objective = Objective()
+    sampler: SamplerSpec = TpeSampler()
+    pruner: PrunerSpec = MedianPruner()
+    budget: Budget = Budget()
+    resources: Resources = Resources()
+    tracking: Tracking = Tracking()
+    execution: Execution = Execution()
+    acceptance: Acceptance = Acceptance()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        """``pruner: {warmup_steps: 20}`` means the default kind (median; tpe for the sampler)."""
+        if isinstance(data, Mapping):
+            for section, kind in (("pruner", "median"), ("sampler", "tpe")):
+                value = data.get(section)
+                if isinstance(value, Mapping) and "kind" not in value:
+                    data = {**data, section: {"kind": kind, **value}}
+        return data
 
     def trial_template(self) -> dict[str, Any]:
         """The trial section with the objective and resources folded in (what every trial starts from)."""
         threads = max(1, int(self.resources.cpus_per_trial))
         fixed = {
-            "eval": {"metric": self.objective.metric, "direction": self.objective.direction},
+            "eval.metric": self.objective.metric,
+            "eval.direction": self.objective.direction,
             "num_threads": threads,
         }
-        return merge(self.trial, fixed)
+        return compose(self.trial, fixed)
 
     def trial_config(self, params: Mapping[str, Any]) -> TrialConfig:
         """The TrialConfig of one trial: template + sampled parameters."""
-        return trial_config_from_dict(merge(self.trial_template(), as_overrides(params)))
+        return trial_config_from_dict(compose(self.trial_template(), params))
 
 
 def _trial_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -163,11 +150,11 @@ def _check_types(data: Mapping[str, Any]) -> list[str]:
 def _check(spec: SweepSpec) -> list[str]:
     """Rules that span sections; each line names the YAML path, the value and the fix."""
     problems: list[str] = []
-    task = spec.trial.get("task", "classification")
-    known = METRICS.get(task) if isinstance(task, str) else None
-    if known is not None and spec.objective.metric not in known:
+    task = TASKS.get(str(spec.trial.get("task", "classification")))
+    if task is not None and spec.objective.metric not in task.metrics:
+        known = task.metrics
         problems.append(
-            f"objective.metric: '{spec.objective.metric}' is not reported for {task}; use one of {list(known)}"
+            f"objective.metric: '{spec.objective.metric}' is not reported for {task.name}; use one of {list(known)}"
         )
         spec = spec.model_copy(update={"objective": Objective(metric=known[1], direction=spec.objective.direction)})
     try:
@@ -195,13 +182,19 @@ def _check(spec: SweepSpec) -> list[str]:
                 detail = exc.problems[0].split(": ", 1)[-1]
                 problems.append(f"space.{path}: value {value!r} does not fit the trial ({detail})")
         earlier.append(path)
-    if spec.pruner.kind == "wilcoxon" and template.split.num_folds is None:
-        problems.append("pruner.kind: 'wilcoxon' compares folds; set trial.split.num_folds (>= 2) or pick another")
-    if spec.sampler.kind == "grid":
-        for path, p in spec.space.items():
-            if p.type == "float" and p.step is None:  # type: ignore[union-attr]
-                problems.append(f"space.{path}: grid sampling needs finite values; use categorical or a step")
-    return problems
+    return problems + spec.pruner.problems(template, None) + spec.sampler.problems(spec.space)
+
+
+_KIND_FIELD = re.compile(r"^(pruner|sampler)\.([a-z_]+)\.([a-z_]+): unknown key; .*$")
+
+
+def _kind_field(line: str) -> str:
+    """pydantic names a union member in its path (``pruner.median.p_threshold``); name the kind instead."""
+    match = _KIND_FIELD.match(line)
+    if match is None:
+        return line
+    section, kind, field = match.groups()
+    return f"{section}.{field}: not a setting of {section} kind '{kind}'; remove it or choose a kind that has it"
 
 
 def validate_spec(data: Mapping[str, Any]) -> SweepSpec:
@@ -211,7 +204,7 @@ def validate_spec(data: Mapping[str, Any]) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
+        raise SpecError([_kind_field(line) for line in format_validation_error(exc)]) from None
     problems = _check(spec)
     if problems:
         raise SpecError(problems)

@@ -18,10 +18,13 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from sweep.status import TrialStatus
+
 ROLE_TAG = "sweep.role"
 STATUS_TAG = "trial.status"
 _MAX_PARAM_CHARS = 6000
 
+log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migrations on first open
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
@@ -41,8 +44,8 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-class Recorder:
-    """Writes the sweep's record. Keys are Ray trial ids; MLflow run ids stay inside."""
+class MlflowRecorder:
+    """The ``Recorder`` on MLflow. Keys are Ray trial ids; MLflow run ids stay inside."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
         if uri.startswith("sqlite:///"):
@@ -53,7 +56,10 @@ class Recorder:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifact_root.resolve().as_uri()
+                experiment,
+                artifact_location=artifact_root.resolve().as_uri(),
+                # MLflow 3 opens experiments without this tag in its GenAI (traces) view
+                tags={"mlflow.experimentKind": "custom_model_development"},
             )
         else:
             self.experiment_id = found.experiment_id
@@ -81,13 +87,13 @@ class Recorder:
         ):
             self.trial_runs[run.data.tags.get("ray.trial_id", run.info.run_id)] = run.info.run_id
 
-    def finish_sweep(self, summary: Mapping[str, Any], tags: Mapping[str, str], status: str = "FINISHED") -> None:
+    def finish_sweep(self, summary: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         assert self.parent_id is not None
         metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
         self._log_metrics(self.parent_id, metrics, step=0)
         self.client.log_dict(self.parent_id, dict(summary), "summary.json")
         self._set_tags(self.parent_id, tags)
-        self._end(self.parent_id, status)
+        self._end(self.parent_id, "FINISHED")
 
     # --- trials ----------------------------------------------------------------------------------
     def start_trial(self, key: str, number: int | None, params: Mapping[str, Any]) -> str:
@@ -102,7 +108,7 @@ class Recorder:
                 "mlflow.parentRunId": self.parent_id,
                 "ray.trial_id": key,
                 "optuna.trial_number": str(number),
-                STATUS_TAG: "running",
+                STATUS_TAG: TrialStatus.RUNNING.value,
             },
         )
         run_id = run.info.run_id
@@ -113,13 +119,16 @@ class Recorder:
         return run_id
 
     def log_report(self, key: str, step: int, metrics: Mapping[str, float]) -> None:
-        if key in self.trial_runs:
-            self._log_metrics(self.trial_runs[key], metrics, step)
+        if key not in self.trial_runs:
+            log.debug("report for unknown trial %s ignored", key)
+            return
+        self._log_metrics(self.trial_runs[key], metrics, step)
 
     def log_fold(self, key: str, fold: int, metrics: Mapping[str, float]) -> None:
         """A k-fold trial's finished fold, as a run nested under the trial's run."""
         parent = self.trial_runs.get(key)
         if parent is None:
+            log.debug("fold of unknown trial %s ignored", key)
             return
         run = self.client.create_run(
             self.experiment_id,
@@ -129,16 +138,16 @@ class Recorder:
         self._log_metrics(run.info.run_id, metrics, step=fold)
         self.client.set_terminated(run.info.run_id, "FINISHED")
 
-    def end_trial(self, key: str, status: str, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
-        """Close a trial's run with ``trial.status`` in {completed, pruned, diverged, failed}, or
-        stopped (out of time) / killed (Ctrl-C)."""
+    def end_trial(self, key: str, status: TrialStatus, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
+        """Close a trial's run: tag ``trial.status``, run status as the status maps it."""
         run_id = self.trial_runs.get(key)
         if run_id is None or run_id not in self._open:
+            log.debug("end of trial %s without an open run ignored", key)
             return
         duration = time.time() - self._started.get(key, time.time())
         self._log_metrics(run_id, {**metrics, "duration_s": duration}, step=0)
-        self._set_tags(run_id, {STATUS_TAG: status, **tags})
-        self._end(run_id, {"failed": "FAILED", "killed": "KILLED"}.get(status, "FINISHED"))
+        self._set_tags(run_id, {STATUS_TAG: status.value, **tags})
+        self._end(run_id, status.run_status)
 
     def log_artifacts(self, key: str, local_dir: Path, artifact_path: str | None) -> None:
         run_id = self.trial_runs.get(key)
@@ -148,11 +157,11 @@ class Recorder:
     def close(self, interrupted: bool, crashed: bool = False) -> None:
         """Leave no run RUNNING: open ones end KILLED when interrupted, FAILED when the sweep
         crashed, else FINISHED (a trial Ray stopped without a result, e.g. out of time)."""
-        end = "FAILED" if crashed else "KILLED" if interrupted else "FINISHED"
+        status = TrialStatus.FAILED if crashed else TrialStatus.KILLED if interrupted else TrialStatus.STOPPED
         for run_id in list(self._open):
             if run_id != self.parent_id:
-                self._set_tags(run_id, {STATUS_TAG: {"FAILED": "failed", "KILLED": "killed"}.get(end, "stopped")})
-            self._end(run_id, end)
+                self._set_tags(run_id, {STATUS_TAG: status.value})
+            self._end(run_id, status.run_status)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _end(self, run_id: str, status: str) -> None:

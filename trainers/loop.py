@@ -20,13 +20,9 @@ from trainers import data as data_mod
 from trainers import models
 from trainers.api import EvalRecord, FoldOutcome, Reporter, Timings, TrialOutcome, TrialPruned
 from trainers.config import ConfigError, TrialConfig
-from trainers.evaluate import (
-    autocast,
-    batch_tensors,
-    evaluate_causal_lm,
-    evaluate_classification,
-)
-from trainers.losses import LossFn, causal_lm_loss, classification_loss
+from trainers.evaluate import autocast
+from trainers.plan import total_steps
+from trainers.tasks import Task, get_task
 
 
 def pick_device(choice: str) -> torch.device:
@@ -43,19 +39,19 @@ def pick_device(choice: str) -> torch.device:
 class _Prepared:
     """Everything a fold's training needs, built once per trial (and cached across trials)."""
 
+    task: Task
     rows: data_mod.Rows
     splits: data_mod.Splits
     enc: data_mod.Encoded
     tokenizer: Any
     device: torch.device
 
+    @property
+    def num_outputs(self) -> int:
+        return self.task.num_outputs(self.rows)
 
-def preflight(cfg: TrialConfig) -> dict[str, str]:
-    """Every input check of a trial, without training: data, split, model depth. Returns fingerprints."""
-    rows = data_mod.load_rows(cfg.data, cfg.task)
-    splits = data_mod.make_splits(rows, cfg.split)
-    models.check_layers(cfg)
-    return {"data": rows.fingerprint, "split": splits.fingerprint}
+    def evaluate(self, cfg: TrialConfig, model: torch.nn.Module, rows: np.ndarray) -> dict[str, float]:
+        return self.task.evaluate(model, self.enc, rows, self.tokenizer, self.device, cfg.eval)
 
 
 def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
@@ -63,18 +59,19 @@ def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
     device = pick_device(cfg.device)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
+    task = get_task(cfg.task)
     t0 = time.perf_counter()
     rows = data_mod.load_rows(cfg.data, cfg.task)
     splits = data_mod.make_splits(rows, cfg.split)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path)
     models.check_layers(cfg)
     # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
-    models.cached_base_model(cfg.model.name_or_path, cfg.task, len(rows.label_names))
+    models.cached_base_model(cfg.model.name_or_path, task, task.num_outputs(rows))
     timings.load_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     enc = data_mod.encode(rows, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
     timings.tokenize_s += time.perf_counter() - t0
-    return _Prepared(rows, splits, enc, tokenizer, device)
+    return _Prepared(task, rows, splits, enc, tokenizer, device)
 
 
 def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
@@ -102,7 +99,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
     result = _summarize(cfg, prep, fold_outcomes, timings, k_fold)
     if not k_fold and result.status == "completed" and len(prep.splits.test):
         t0 = time.perf_counter()
-        test = _evaluate(cfg, model, prep, prep.splits.test)
+        test = prep.evaluate(cfg, model, prep.splits.test)
         timings.eval_s += time.perf_counter() - t0
         result.test_metrics = {k.replace("val_", "test_", 1): v for k, v in test.items()}
     if cfg.output_dir and result.status == "completed":  # k folds: the last fold's model
@@ -122,13 +119,6 @@ class _FoldReporter:
         pass
 
 
-def _total_steps(cfg: TrialConfig, num_train: int) -> int:
-    if cfg.optim.max_steps is not None:
-        return cfg.optim.max_steps
-    per_epoch = math.ceil(num_train / cfg.optim.batch_size) / cfg.optim.grad_accum_steps
-    return max(1, math.ceil((cfg.optim.num_epochs or 1.0) * per_epoch))
-
-
 def _batches(train: np.ndarray, batch_size: int, seed: int) -> Any:
     """Endless seeded reshuffled epochs over the training rows."""
     rng = np.random.default_rng(seed)
@@ -138,41 +128,19 @@ def _batches(train: np.ndarray, batch_size: int, seed: int) -> Any:
             yield order[start : start + batch_size]
 
 
-def _loss_fn(cfg: TrialConfig, prep: _Prepared, train: np.ndarray) -> LossFn:
-    if cfg.task == "classification":
-        counts = np.bincount(prep.rows.labels[train], minlength=len(prep.rows.label_names)).tolist()
-        return classification_loss(cfg.loss, counts)
-    return causal_lm_loss(cfg.loss)
-
-
-def _evaluate(cfg: TrialConfig, model: torch.nn.Module, prep: _Prepared, rows: np.ndarray) -> dict[str, float]:
-    if cfg.task == "classification":
-        return evaluate_classification(model, prep.enc, rows, prep.tokenizer, prep.device, cfg.eval.batch_size)
-    return evaluate_causal_lm(
-        model,
-        prep.enc,
-        rows,
-        prep.tokenizer,
-        prep.device,
-        cfg.eval.batch_size,
-        cfg.eval.max_generate_examples,
-        cfg.eval.max_new_tokens,
-    )
-
-
 def _fit_one(
     cfg: TrialConfig, prep: _Prepared, fold: data_mod.Fold, reporter: Reporter, timings: Timings, index: int
 ) -> tuple[FoldOutcome, torch.nn.Module]:
     """Train one model on ``fold.train``, validating on ``fold.val`` every eval_every_steps and at the end."""
     set_seed(cfg.seed)
     t0 = time.perf_counter()
-    model = models.build_model(cfg, len(prep.rows.label_names), prep.rows.label_names).to(prep.device)
+    model = models.build_model(cfg, prep.num_outputs, prep.rows.label_names).to(prep.device)
     timings.load_s += time.perf_counter() - t0
     model.train()
-    loss_fn = _loss_fn(cfg, prep, fold.train)
+    loss_fn = prep.task.loss(cfg.loss, prep.rows, fold.train)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay)
-    total = _total_steps(cfg, len(fold.train))
+    total = total_steps(cfg.optim, len(fold.train))
     schedule: str = cfg.optim.schedule
     if schedule == "constant" and cfg.optim.warmup_ratio > 0:
         schedule = "constant_with_warmup"
@@ -189,7 +157,7 @@ def _fit_one(
         step_loss = 0.0
         for _ in range(cfg.optim.grad_accum_steps):
             rows = next(batches)
-            batch = batch_tensors(prep.enc, rows, prep.tokenizer, prep.device)
+            batch = prep.task.batch(prep.enc, rows, prep.tokenizer, prep.device)
             with autocast(prep.device):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = loss_fn(logits, batch["labels"]) / cfg.optim.grad_accum_steps
@@ -214,7 +182,7 @@ def _fit_one(
         if step % cfg.eval.eval_every_steps and step != total:
             continue
         t_eval = time.perf_counter()
-        metrics = {"train_loss": float(np.mean(window)), **_evaluate(cfg, model, prep, fold.val)}
+        metrics = {"train_loss": float(np.mean(window)), **prep.evaluate(cfg, model, fold.val)}
         timings.eval_s += time.perf_counter() - t_eval
         window = []
         out.history.append(EvalRecord(step=step, metrics=metrics))

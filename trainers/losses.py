@@ -1,5 +1,6 @@
-"""Training losses, chosen by name. Validation loss is always plain cross-entropy so that trials with
-different training losses stay comparable."""
+"""Training losses, chosen by name among the task's (``trainers.tasks``). Validation loss is always the
+plain loss (cross-entropy, or squared error for regression) so that trials with different training
+losses stay comparable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from trainers.config import CAUSAL_LM_LOSSES, CLASSIFICATION_LOSSES, ConfigError, LossConfig
+from trainers.config import ConfigError, LossConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IGNORE_INDEX = -100
@@ -27,13 +28,7 @@ def balanced_class_weights(label_counts: list[int]) -> list[float]:
 
 
 def classification_loss(cfg: LossConfig, label_counts: list[int]) -> LossFn:
-    """The training loss for a classifier; ``label_counts`` feed the balanced class weights."""
-    if cfg.name == "cross_entropy":
-        return lambda logits, labels: F.cross_entropy(logits.float(), labels)
-    if cfg.name == "label_smoothing":
-        return lambda logits, labels: F.cross_entropy(logits.float(), labels, label_smoothing=cfg.epsilon)
-    if cfg.name == "focal":
-        return lambda logits, labels: focal_loss(logits, labels, cfg.gamma)
+    """The training loss for a classifier; ``label_counts`` (of the training fold) feed balanced weights."""
     if cfg.name == "class_weighted":
         weights = cfg.class_weights or balanced_class_weights(label_counts)
         if len(weights) != len(label_counts):
@@ -42,13 +37,21 @@ def classification_loss(cfg: LossConfig, label_counts: list[int]) -> LossFn:
             )
         w = torch.tensor(weights, dtype=torch.float32)
         return lambda logits, labels: F.cross_entropy(logits.float(), labels, weight=w.to(logits.device))
-    raise ConfigError([f"loss.name: '{cfg.name}' is unknown for classification; use one of {CLASSIFICATION_LOSSES}"])
+    if cfg.name == "focal":
+        return lambda logits, labels: focal_loss(logits, labels, cfg.gamma)
+    smoothing = cfg.epsilon if cfg.name == "label_smoothing" else 0.0
+    return lambda logits, labels: F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+
+
+def regression_loss(cfg: LossConfig) -> LossFn:
+    """Squared error, or Huber (quadratic within ``delta`` of the target, linear beyond: robust to outliers)."""
+    if cfg.name == "huber":
+        return lambda out, target: F.huber_loss(out.float().squeeze(-1), target, delta=cfg.delta)
+    return lambda out, target: F.mse_loss(out.float().squeeze(-1), target)
 
 
 def causal_lm_loss(cfg: LossConfig) -> LossFn:
     """Next-token loss on response tokens only (prompt and padding carry IGNORE_INDEX)."""
-    if cfg.name not in CAUSAL_LM_LOSSES:
-        raise ConfigError([f"loss.name: '{cfg.name}' does not fit causal_lm; use one of {CAUSAL_LM_LOSSES}"])
     smoothing = cfg.epsilon if cfg.name == "label_smoothing" else 0.0
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

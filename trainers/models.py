@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trainers.config import DEFAULT_MODEL, ConfigError, TrialConfig
+from trainers.tasks import Task, get_task
 
 TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
 
@@ -94,31 +95,27 @@ def load_model_config(name: str) -> Any:
         raise _load_error(name, exc) from None
 
 
-def _auto_class(task: str) -> Any:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
-
-
-def load_base_model(name: str, task: str, num_labels: int) -> nn.Module:
+def load_base_model(name: str, task: Task, num_outputs: int) -> nn.Module:
     """The pretrained model, read from disk once per process; callers get their own deep copy."""
-    return copy.deepcopy(cached_base_model(name, task, num_labels))
+    return copy.deepcopy(cached_base_model(name, task, num_outputs))
 
 
-def cached_base_model(name: str, task: str, num_labels: int) -> nn.Module:
+def cached_base_model(name: str, task: Task, num_outputs: int) -> nn.Module:
     """Load into the per-process cache (consumes global RNG for new heads: call before seeding)."""
-    key = (name, task, num_labels)
+    key = (name, task.name, num_outputs)
     if key not in _BASE_CACHE:
+        import transformers
+
+        auto_class = getattr(transformers, task.auto_model)
         config = load_model_config(name)
         tok = load_tokenizer(name)
         if config.pad_token_id is None:
             config.pad_token_id = tok.pad_token_id  # decoders classify from the last non-pad token
-        kwargs = {"num_labels": num_labels} if task == "classification" else {}
-        for k, v in kwargs.items():
+        for k, v in task.model_kwargs(num_outputs).items():
             setattr(config, k, v)
         if name in TINY_FAMILIES:
             torch.manual_seed(0)  # the same random "pretrained" weights in every process
-            model = _auto_class(task).from_config(config)
+            model = auto_class.from_config(config)
         else:
             from transformers.utils import logging as hf_logging
 
@@ -127,7 +124,7 @@ def cached_base_model(name: str, task: str, num_labels: int) -> nn.Module:
             hf_logging.disable_progress_bar()
             try:
                 # fp32 master weights whatever the checkpoint's dtype: bf16 comes from autocast on CUDA
-                model = _auto_class(task).from_pretrained(resolve_model_path(name), config=config, dtype=torch.float32)
+                model = auto_class.from_pretrained(resolve_model_path(name), config=config, dtype=torch.float32)
             except (OSError, ValueError) as exc:
                 raise _load_error(name, exc) from None
             finally:
@@ -147,10 +144,7 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def keep_first_layers(model: nn.Module, k: int) -> None:
-    """Drop every block after the first ``k`` (in place) and make the config agree."""
-    depth = model.config.num_hidden_layers
-    if not 1 <= k <= depth:
-        raise ConfigError([f"model.num_layers: {k} is out of range; this model has {depth} layers, use 1..{depth}"])
+    """Drop every block after the first ``k`` (in place; ``check_layers`` checked k) and make the config agree."""
     name, blocks = find_blocks(model)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -169,7 +163,7 @@ def head_module_name(model: nn.Module) -> str | None:
 
 
 def replace_head(model: nn.Module, hidden_sizes: list[int], num_labels: int) -> None:
-    """Swap the linear classification head for an MLP with the given hidden sizes."""
+    """Swap the linear prediction head for an MLP with the given hidden sizes."""
     name = head_module_name(model)
     if name is None:
         raise ConfigError([f"model.head_hidden_sizes: {type(model).__name__} has no classification head"])
@@ -222,9 +216,8 @@ def add_lora(model: nn.Module, cfg: TrialConfig) -> nn.Module:
     layers = None
     if cfg.model.num_trainable_layers is not None:
         layers = list(range(depth - cfg.model.num_trainable_layers, depth))
-    task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM
     lora = LoraConfig(
-        task_type=task_type,
+        task_type=TaskType[get_task(cfg.task).peft_task_type],
         r=ad.r,
         lora_alpha=ad.alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=ad.dropout,
@@ -259,21 +252,23 @@ def check_layers(cfg: TrialConfig) -> int:
         raise ConfigError(
             [f"model.num_trainable_layers: {cfg.model.num_trainable_layers} > the {kept} kept layers; use 0..{kept}"]
         )
-    if cfg.task == "causal_lm" and cfg.model.num_trainable_layers == 0:
-        raise ConfigError(["model.num_trainable_layers: 0 leaves nothing to train for causal_lm; use >= 1"])
+    if not get_task(cfg.task).has_head and cfg.model.num_trainable_layers == 0:
+        raise ConfigError([f"model.num_trainable_layers: 0 leaves nothing to train for {cfg.task}; use >= 1"])
     return depth
 
 
-def build_model(cfg: TrialConfig, num_labels: int, label_names: list[str]) -> nn.Module:
+def build_model(cfg: TrialConfig, num_outputs: int, label_names: list[str]) -> nn.Module:
     """Base (cached) -> keep first k blocks -> new head -> freeze or LoRA."""
     check_layers(cfg)
-    model = load_base_model(cfg.model.name_or_path, cfg.task, num_labels)
+    task = get_task(cfg.task)
+    model = load_base_model(cfg.model.name_or_path, task, num_outputs)
     if cfg.model.num_layers is not None:
         keep_first_layers(model, cfg.model.num_layers)
-    if cfg.task == "classification":
+    if task.has_head:
         if cfg.model.head_hidden_sizes:
-            replace_head(model, cfg.model.head_hidden_sizes, num_labels)
+            replace_head(model, cfg.model.head_hidden_sizes, num_outputs)
         reset_head(model, cfg.seed)
+    if label_names:
         model.config.id2label = dict(enumerate(label_names))
         model.config.label2id = {n: i for i, n in enumerate(label_names)}
     if cfg.adaptation.method == "lora" and cfg.model.num_trainable_layers != 0:

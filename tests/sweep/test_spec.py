@@ -47,8 +47,8 @@ def _problems(data):
         ),
         (
             {"loss.name": {"type": "categorical", "choices": ["cross_entropy", "hinge"]}},
-            "space.loss.name: value 'hinge' does not fit the trial ('hinge' is invalid: Input should be "
-            "'cross_entropy', 'label_smoothing', 'focal' or 'class_weighted')",
+            "space.loss.name: value 'hinge' does not fit the trial ('hinge' does not fit task 'classification'; "
+            "use one of ['cross_entropy', 'label_smoothing', 'focal', 'class_weighted'])",
         ),
         (
             {"loss.gamma": {"type": "float", "low": 1.0, "high": 2.0, "when": {"loss.name": "focal"}}},
@@ -130,7 +130,7 @@ def test_every_shipped_spec_validates_with_its_data(path):
     spec = load_spec(path)
     assert isinstance(spec, SweepSpec) and spec.space
     fingerprints = preflight(spec)
-    assert set(fingerprints) == {"data", "split"}
+    assert set(fingerprints.fingerprints) == {"data", "split"} and fingerprints.max_last_step >= 1
 
 
 def test_preflight_catches_data_and_depth_errors_before_ray():

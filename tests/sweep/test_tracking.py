@@ -2,11 +2,12 @@
 
 from mlflow.tracking import MlflowClient
 
-from sweep.tracking import Recorder, flatten, runs_of
+from sweep.status import TrialStatus
+from sweep.tracking import MlflowRecorder, flatten, runs_of
 
 
 def _recorder(tmp_path):
-    return Recorder(f"sqlite:///{tmp_path}/mlflow.db", "exp", tmp_path / "artifacts")
+    return MlflowRecorder(f"sqlite:///{tmp_path}/mlflow.db", "exp", tmp_path / "artifacts")
 
 
 def test_parent_and_nested_trial_runs_with_statuses(tmp_path):
@@ -20,9 +21,9 @@ def test_parent_and_nested_trial_runs_with_statuses(tmp_path):
     rec.log_report("a", 10, {"val_loss": 0.7, "train_loss": 0.8})
     rec.log_report("a", 20, {"val_loss": 0.5, "train_loss": 0.6})
     rec.log_report("b", 10, {"val_loss": 0.9, "train_loss": 0.9})
-    rec.end_trial("a", "completed", {"trial.step_reached": "20"}, {"num_steps": 20})
-    rec.end_trial("b", "pruned", {"trial.step_reached": "10"}, {})
-    rec.end_trial("c", "diverged", {"trial.step_reached": "3"}, {})
+    rec.end_trial("a", TrialStatus.COMPLETED, {"trial.step_reached": "20"}, {"num_steps": 20})
+    rec.end_trial("b", TrialStatus.PRUNED, {"trial.step_reached": "10"}, {})
+    rec.end_trial("c", TrialStatus.DIVERGED, {"trial.step_reached": "3"}, {})
     rec.finish_sweep({"best_value": 0.5, "num_trials": 3}, {"sweep.best_trial": "0"})
     rec.close(interrupted=False)
 
@@ -50,7 +51,7 @@ def test_interrupted_sweep_leaves_no_run_running(tmp_path):
     rec.start_sweep("demo", {}, {}, {})
     rec.start_trial("a", 0, {"x": 1})
     rec.start_trial("b", 1, {"x": 2})
-    rec.end_trial("a", "completed", {}, {})
+    rec.end_trial("a", TrialStatus.COMPLETED, {}, {})
     rec.close(interrupted=True)
     runs = {r.info.run_name: r for r in runs_of(rec.uri, "exp")}
     assert runs["demo"].info.status == "KILLED"
@@ -64,7 +65,7 @@ def test_fold_runs_nest_under_their_trial(tmp_path):
     trial_run = rec.start_trial("a", 0, {})
     for fold in range(3):
         rec.log_fold("a", fold, {"val_accuracy": 0.5 + fold / 10})
-    rec.end_trial("a", "completed", {}, {})
+    rec.end_trial("a", TrialStatus.COMPLETED, {}, {})
     rec.close(interrupted=False)
     folds = [r for r in runs_of(rec.uri, "exp") if r.data.tags.get("sweep.role") == "fold"]
     assert sorted(r.info.run_name for r in folds) == ["trial-000-fold0", "trial-000-fold1", "trial-000-fold2"]

@@ -56,13 +56,23 @@ def test_strict_schema_rejects_unknown_keys_and_coercion_all_at_once():
             "model.num_trainable_layers: 3 > model.num_layers 2",
         ),
         ({"split": {"num_folds": 1}}, "split.num_folds: 1 is invalid"),
-        ({"loss": {"name": "hinge"}}, "loss.name: 'hinge' is invalid"),
+        ({"loss": {"name": "hinge"}}, "loss.name: 'hinge' does not fit task 'classification'"),
+        ({"task": "regression", "loss": {"name": "focal"}}, "loss.name: 'focal' does not fit task 'regression'"),
+        ({"task": "translation"}, "task: 'translation' is not a task; use one of"),
     ],
 )
 def test_cross_field_and_range_rules_name_the_field(data, expected):
     with pytest.raises(ConfigError) as err:
         trial_config_from_dict(data)
     assert any(line.startswith(expected) for line in err.value.problems), err.value.problems
+
+
+def test_an_unset_loss_is_the_tasks_first():
+    assert trial_config_from_dict({"task": "regression"}).loss.name == "mse"
+    assert trial_config_from_dict({"task": "causal_lm", "loss": {"epsilon": 0.2}}).loss.name == "cross_entropy"
+    assert (
+        trial_config_from_dict({"task": "regression", "eval": {"metric": "val_pearson"}}).eval.metric == "val_pearson"
+    )
 
 
 def test_overrides_set_nested_values_parsed_as_yaml():

@@ -19,7 +19,7 @@ def test_demo_data_loads_with_string_labels_mapped_to_ids():
     rows = load_rows(DataConfig(), "classification")
     assert rows.label_names == ["negative", "positive"]
     assert len(rows) == 1200
-    assert set(np.unique(rows.labels)) == {0, 1}
+    assert set(np.unique(rows.targets)) == {0, 1}
     qa = load_rows(DataConfig(), "causal_lm")
     assert len(qa) > 400 and qa.responses[0].strip()
 
@@ -33,8 +33,8 @@ def test_split_is_deterministic_and_stratified(tmp_path):
     assert not np.array_equal(a.folds[0].val, c.folds[0].val) and a.fingerprint != c.fingerprint
     train, val = a.folds[0].train, a.folds[0].val
     assert len(val) == 40 and len(train) == 160 and not set(train) & set(val)
-    overall = rows.labels.mean()
-    assert abs(rows.labels[val].mean() - overall) <= 1 / 40 + 1e-9  # stratified: same class mix
+    overall = rows.targets.mean()
+    assert abs(rows.targets[val].mean() - overall) <= 1 / 40 + 1e-9  # stratified: same class mix
 
 
 def test_ninety_ten_and_held_out_test(tmp_path):
@@ -52,13 +52,34 @@ def test_k_folds_partition_the_rows_and_are_stratified(tmp_path):
     assert sorted(vals.tolist()) == list(range(100))  # every row validated exactly once
     for fold in s.folds:
         assert len(fold.val) == 20 and not set(fold.train) & set(fold.val)
-        assert abs(rows.labels[fold.val].mean() - rows.labels.mean()) <= 0.05 + 1e-9
+        assert abs(rows.targets[fold.val].mean() - rows.targets.mean()) <= 0.05 + 1e-9
 
 
-def test_fingerprint_changes_with_the_data(tmp_path):
+def test_fingerprint_is_the_content_not_the_path(tmp_path):
     a = load_rows(DataConfig(path=str(_write_csv(tmp_path / "a.csv", 50))), "classification")
     b = load_rows(DataConfig(path=str(_write_csv(tmp_path / "b.csv", 51))), "classification")
+    (tmp_path / "copy").mkdir()
+    same = load_rows(DataConfig(path=str(_write_csv(tmp_path / "copy" / "a.csv", 50))), "classification")
     assert a.fingerprint != b.fingerprint
+    assert same.fingerprint == a.fingerprint and same.source != a.source
+    cfg = SplitConfig(val_fraction=0.2, seed=1)
+    assert make_splits(same, cfg).fingerprint == make_splits(a, cfg).fingerprint
+
+
+def test_regression_demo_data_and_number_checks(tmp_path):
+    rows = load_rows(DataConfig(), "regression")
+    assert len(rows) == 600 and rows.targets.dtype == np.float32
+    assert 0.0 <= rows.targets.min() < 1.0 and 4.0 < rows.targets.max() <= 5.0
+    split = make_splits(rows, SplitConfig(val_fraction=0.2))
+    assert (len(split.folds[0].train), len(split.folds[0].val)) == (480, 120)
+    path = tmp_path / "r.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [1.5, "n/a", 2.0, ""]}).to_csv(path, index=False)
+    with pytest.raises(ConfigError) as err:
+        load_rows(DataConfig(path=str(path)), "regression")
+    assert err.value.problems == [
+        f"data.label_column: 2 row(s) of '{path}' have no number in 'label' (rows 2, 4); "
+        "regression needs a number in every row"
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "hf"])
@@ -81,7 +102,7 @@ def test_every_format_loads_the_same_rows(tmp_path, fmt):
         datasets.Dataset.from_pandas(frame).save_to_disk(str(path))
     rows = load_rows(DataConfig(path=str(path), text_column="sentence", label_column="y"), "classification")
     assert rows.texts == ["good one", "bad one", "fine", "awful"]
-    assert rows.labels.tolist() == [1, 0, 1, 0] and rows.label_names == ["0", "1"]
+    assert rows.targets.tolist() == [1, 0, 1, 0] and rows.label_names == ["0", "1"]
 
 
 def test_missing_column_names_the_columns_that_exist(tmp_path):

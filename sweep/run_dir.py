@@ -1,0 +1,22 @@
+"""The files of one sweep's run directory (``runs/<name>/<time>/``), named once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+SPEC_FILE = "spec.yaml"  # the resolved spec the sweep ran (resume reads it)
+STATE_FILE = "sweep.json"  # MLflow parent run id, tracking URI, experiment, Optuna storage
+RAY_FILE = "ray.json"  # the Ray dashboard's address while the sweep runs
+OPTUNA_FILE = "optuna.db"  # the study, unless execution.storage names another
+MODELS_DIR = "models"  # models of running trials and the best so far (one per Ray trial id)
+BEST_DIR = "best"  # the best trial's model and config, published when the sweep ends
+BEST_CONFIG = "best_config.yaml"
+BEST_MODEL = "model"
+
+
+def new_run_dir(runs_dir: str, name: str) -> Path:
+    """A fresh ``runs_dir/name/<YYYYmmdd-HHMMSS>``."""
+    run_dir = Path(runs_dir) / name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir

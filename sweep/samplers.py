@@ -1,0 +1,112 @@
+"""Sampler settings, one class per kind, each with only its own fields and building its own sampler.
+
+An Optuna adapter (with ``pruners.py`` and ``optuna_study.py``). Adding a sampler is one class here,
+listed in ``SamplerSpec``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+from pydantic import Field, NonNegativeInt
+
+from sweep.space import CategoricalParam, FloatParam, IntParam, Param, is_conditional
+from trainers.config import Section
+
+
+class BaseSampler(Section):
+    kind: str
+    seed: int = Field(0, description="Same seed, same space -> the same suggestions.")
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def problems(self, space: Mapping[str, Param]) -> list[str]:
+        """What this sampler needs from the space."""
+        return []
+
+
+class TpeSampler(BaseSampler):
+    """Tree-structured Parzen estimator: multivariate, and grouped when the space is conditional."""
+
+    kind: Literal["tpe"] = "tpe"
+    num_startup_trials: NonNegativeInt = Field(5, description="Random trials before modelling.")
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():  # `group` is "experimental" since Optuna 2.8; it is what conditionals need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=self.seed, n_startup_trials=self.num_startup_trials, multivariate=True, group=is_conditional(space)
+            )
+
+
+class RandomSampler(BaseSampler):
+    kind: Literal["random"] = "random"
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=self.seed)
+
+
+class GridSampler(BaseSampler):
+    """Every combination once, in a seeded order; the sweep ends early when the grid is exhausted."""
+
+    kind: Literal["grid"] = "grid"
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        return _AskTellGridSampler(_grid(space), seed=self.seed)
+
+    def problems(self, space: Mapping[str, Param]) -> list[str]:
+        return [
+            f"space.{path}: grid sampling needs finite values; use categorical or a step"
+            for path, p in space.items()
+            if isinstance(p, FloatParam) and p.step is None
+        ]
+
+
+class CmaEsSampler(BaseSampler):
+    kind: Literal["cmaes"] = "cmaes"
+    num_startup_trials: NonNegativeInt = Field(5, description="Random trials before modelling.")
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.CmaEsSampler(seed=self.seed, n_startup_trials=self.num_startup_trials)
+
+
+class GpSampler(BaseSampler):
+    """Gaussian-process Bayesian optimisation."""
+
+    kind: Literal["gp"] = "gp"
+    num_startup_trials: NonNegativeInt = Field(5, description="Random trials before modelling.")
+
+    def build(self, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.GPSampler(seed=self.seed, n_startup_trials=self.num_startup_trials)
+
+
+SamplerSpec = Annotated[
+    TpeSampler | RandomSampler | GridSampler | CmaEsSampler | GpSampler, Field(discriminator="kind")
+]
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
+    ``study.optimize``; with ask/tell the searcher checks ``is_exhausted`` instead."""
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
+        return None
+
+
+def _grid(space: Mapping[str, Param]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for path, p in space.items():
+        if isinstance(p, CategoricalParam):
+            grid[path] = list(p.choices)
+        elif isinstance(p, IntParam):
+            grid[path] = list(range(p.low, p.high + 1, p.step))
+        elif isinstance(p, FloatParam) and p.step is not None:
+            count = math.floor((p.high - p.low) / p.step + 1e-9) + 1
+            grid[path] = [p.low + i * p.step for i in range(count)]
+    return grid

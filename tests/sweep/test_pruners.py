@@ -1,0 +1,84 @@
+"""Pruner and sampler settings: one class per kind, only its own fields, building its own Optuna object."""
+
+import optuna
+import pytest
+
+from sweep.spec import SpecError, validate_spec
+
+
+def _spec(**parts):
+    return validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}, **parts})
+
+
+@pytest.mark.parametrize(
+    ("pruner", "cls"),
+    [
+        ({"kind": "median"}, optuna.pruners.MedianPruner),
+        ({"kind": "percentile", "percentile": 40.0}, optuna.pruners.PercentilePruner),
+        ({"kind": "successive_halving"}, optuna.pruners.SuccessiveHalvingPruner),
+        ({"kind": "hyperband", "min_resource": 10}, optuna.pruners.HyperbandPruner),
+        ({"kind": "asha"}, optuna.pruners.NopPruner),  # Ray's ASHA scheduler prunes
+        ({"kind": "none"}, optuna.pruners.NopPruner),
+    ],
+)
+def test_each_pruner_kind_builds_its_optuna_pruner(pruner, cls):
+    built = _spec(pruner=pruner).pruner.build(100)
+    assert type(built) is cls
+
+
+def test_wilcoxon_builds_on_folds_only():
+    spec = _spec(trial={"model": {"name_or_path": "tiny-bert"}, "split": {"num_folds": 4}}, pruner={"kind": "wilcoxon"})
+    assert type(spec.pruner.build(3)) is optuna.pruners.WilcoxonPruner
+    with pytest.raises(SpecError) as err:
+        _spec(pruner={"kind": "wilcoxon"})
+    assert err.value.problems == [
+        "pruner.kind: 'wilcoxon' compares folds; set trial.split.num_folds (>= 2) or pick another"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "cls"),
+    [
+        ({"kind": "tpe"}, optuna.samplers.TPESampler),
+        ({"kind": "random"}, optuna.samplers.RandomSampler),
+        ({"kind": "grid"}, optuna.samplers.GridSampler),
+        ({"kind": "cmaes"}, optuna.samplers.CmaEsSampler),
+        ({"kind": "gp"}, optuna.samplers.GPSampler),
+    ],
+)
+def test_each_sampler_kind_builds_its_optuna_sampler(sampler, cls):
+    spec = _spec(space={"seed": {"type": "categorical", "choices": [1, 2]}}, sampler=sampler)
+    assert isinstance(spec.sampler.build(spec.space), cls)
+
+
+def test_hyperband_max_resource_is_the_trials_last_step():
+    pruner = _spec(pruner={"kind": "hyperband", "min_resource": 3, "reduction_factor": 2}).pruner.build(24)
+    study = optuna.create_study(pruner=pruner)
+    study.ask().report(1.0, 3)  # Hyperband sizes its brackets lazily, from the first trial
+    pruner.prune(study, study.trials[0])
+    assert pruner._max_resource == 24  # Optuna keeps it private; the only way to see it
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            {"pruner": {"kind": "median", "p_threshold": 0.05}},
+            "pruner.p_threshold: not a setting of pruner kind 'median'; remove it or choose a kind that has it",
+        ),
+        (
+            {"sampler": {"kind": "random", "num_startup_trials": 3}},
+            "sampler.num_startup_trials: not a setting of sampler kind 'random'; remove it or choose a kind that has it",
+        ),
+    ],
+)
+def test_a_field_of_another_kind_is_an_error_naming_it(section, expected):
+    with pytest.raises(SpecError) as err:
+        _spec(**section)
+    assert err.value.problems == [expected]
+
+
+def test_kind_defaults_to_median_and_tpe():
+    spec = _spec(pruner={"warmup_steps": 20}, sampler={"seed": 4})
+    assert (spec.pruner.kind, spec.pruner.warmup_steps) == ("median", 20)
+    assert (spec.sampler.kind, spec.sampler.seed) == ("tpe", 4)

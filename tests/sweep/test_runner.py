@@ -1,0 +1,186 @@
+"""The observer (with a fake recorder and bridge), preflight's plan, and best-model publication."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweep.observer import ModelFiles, Progress, SweepObserver, TrialBook
+from sweep.runner import preflight
+from sweep.spec import SpecError, validate_spec
+from sweep.status import TrialFailure, TrialStatus
+from trainers.api import TrialOutcome
+
+
+class FakeBridge:
+    def __init__(self):
+        self.told, self.pruned, self.numbers = {}, set(), {}
+
+    def number(self, ray_id):
+        return self.numbers.setdefault(ray_id, len(self.numbers))
+
+    def was_pruned(self, ray_id):
+        return ray_id in self.pruned
+
+    def tell(self, ray_id, status, value, attrs=None):
+        self.told[ray_id] = (status, value, dict(attrs or {}))
+
+
+class FakeRecorder:
+    def __init__(self):
+        self.started, self.reports, self.folds, self.ended, self.artifacts = {}, [], [], {}, []
+
+    def start_trial(self, key, number, params):
+        self.started[key] = (number, dict(params))
+
+    def log_report(self, key, step, metrics):
+        self.reports.append((key, step, dict(metrics)))
+
+    def log_fold(self, key, fold, metrics):
+        self.folds.append((key, fold, dict(metrics)))
+
+    def end_trial(self, key, status, tags, metrics):
+        self.ended[key] = (status, dict(tags), dict(metrics))
+
+    def log_artifacts(self, key, local_dir, artifact_path):
+        self.artifacts.append((key, sorted(p.name for p in Path(local_dir).iterdir()), artifact_path))
+
+
+def _outcome(value, status="completed", model_dir=None, **kw):
+    return TrialOutcome(
+        status=status,
+        task="classification",
+        final_step=30,
+        final_metrics={"val_accuracy": value, "val_loss": 1 - value},
+        num_steps=30,
+        data_fingerprint="d1",
+        split_fingerprint="s1",
+        model_dir=model_dir,
+        **kw,
+    )
+
+
+@pytest.fixture
+def observed(tmp_path):
+    bridge, recorder, lines = FakeBridge(), FakeRecorder(), []
+    book = TrialBook("val_accuracy", "maximize")
+    observer = SweepObserver(
+        book, bridge, recorder, ModelFiles(tmp_path / "models"), Progress(lines.append, "val_accuracy", 6)
+    )
+    return observer, book, bridge, recorder, lines, tmp_path / "models"
+
+
+def _model(models, key):
+    (models / key).mkdir(parents=True)
+    (models / key / "adapter_config.json").write_text("{}")
+    return str(models / key)
+
+
+def test_each_ending_reaches_book_study_and_record_alike(observed):
+    observer, book, bridge, recorder, lines, models = observed
+    for key in ("a", "b", "c", "d", "e"):
+        observer.trial_started(key, {"optim.learning_rate": 0.01})
+    observer.trial_reported("a", 10, {"val_accuracy": 0.6, "train_loss": 0.7})
+    observer.trial_finished("a", _outcome(0.8, model_dir=_model(models, "a")), error=False)
+    observer.trial_reported("b", 10, {"val_accuracy": 0.5})
+    bridge.pruned.add("b")
+    observer.trial_finished("b", None, error=False)
+    observer.trial_finished("c", TrialFailure(error="model.num_layers: 9 > 4", kind="config"), error=False)
+    observer.trial_finished("d", _outcome(0.0, status="diverged", diverged_step=3, diverged_learning_rate=9.0), False)
+    observer.trial_finished("e", None, error=True)  # Ray lost the worker
+
+    expected = {
+        "a": (TrialStatus.COMPLETED, 0.8),
+        "b": (TrialStatus.PRUNED, 0.5),
+        "c": (TrialStatus.FAILED, None),
+        "d": (TrialStatus.DIVERGED, 0.0),
+        "e": (TrialStatus.FAILED, None),
+    }
+    for key, (status, value) in expected.items():
+        assert book.trials[key].status == status, key
+        assert bridge.told[key][:2] == (status, value), key
+        assert recorder.ended[key][0] == status, key
+    assert book.trials["b"].step == 10 and recorder.ended["b"][1]["trial.step_reached"] == "10"
+    assert bridge.told["a"][2] == {"num_steps": 30, "split_fingerprint": "s1"}
+    assert recorder.ended["a"][1]["split.fingerprint"] == "s1" and recorder.ended["a"][2]["num_steps"] == 30
+    assert recorder.ended["c"][1]["trial.error"] == "model.num_layers: 9 > 4"
+    assert bridge.told["c"][2] == {"error": "model.num_layers: 9 > 4"}
+    assert bridge.told["d"][2]["diverged_step"] == 3 and book.trials["d"].step == 3
+    assert recorder.ended["d"][1]["trial.diverged_learning_rate"] == "9.0"
+    assert book.best is book.trials["a"]
+    assert book.counts() == {"completed": 1, "pruned": 1, "failed": 2, "diverged": 1}
+    assert lines[-1].startswith("[5/6] trial 4 failed at step None") and "best 0.8 (trial 0)" in lines[-1]
+    assert recorder.reports[0] == ("a", 10, {"val_accuracy": 0.6, "train_loss": 0.7})
+
+
+def test_only_the_best_model_stays_on_disk(observed):
+    observer, book, _, _, _, models = observed
+    for key, value in (("a", 0.7), ("b", 0.9), ("c", 0.8)):
+        observer.trial_started(key, {})
+        observer.trial_finished(key, _outcome(value, model_dir=_model(models, key)), error=False)
+    assert sorted(p.name for p in models.iterdir()) == ["b"]
+    assert book.best is book.trials["b"]
+
+
+def test_trials_ray_ended_without_a_result_are_stopped(observed):
+    observer, book, bridge, recorder, _, models = observed
+    observer.trial_started("a", {})
+    observer.trial_reported("a", 20, {"val_accuracy": 0.6})
+    _model(models, "a")
+    observer.end_running(TrialStatus.STOPPED)
+    assert book.trials["a"].status == TrialStatus.STOPPED and bridge.told["a"][0] == TrialStatus.STOPPED
+    assert recorder.ended["a"] == (TrialStatus.STOPPED, {"trial.step_reached": "20"}, {})
+    assert not (models / "a").exists()
+
+
+def test_folds_are_recorded_as_nested_reports(observed):
+    observer, _, _, recorder, _, _ = observed
+    observer.trial_started("a", {})
+    observer.trial_reported("a", 1, {"val_accuracy": 0.7, "fold": 1.0})
+    assert recorder.folds == [("a", 1, {"val_accuracy": 0.7})]
+
+
+def test_publish_moves_the_best_adapter_with_its_labels_and_config(tmp_path):
+    spec = validate_spec({"name": "p", "trial": {"model": {"name_or_path": "tiny-bert"}}})
+    models = tmp_path / "models"
+    (models / "a").mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "labels.json"):
+        (models / "a" / name).write_text("x")
+    book = TrialBook("val_loss", "minimize")
+    book.start("a", 0, {"optim.learning_rate": 0.02})
+    best = book.finish("a", 0, _outcome(0.5, model_dir=str(models / "a")), pruned=False)
+    recorder = FakeRecorder()
+    ModelFiles(models).publish(spec, best, tmp_path, recorder)
+    published = tmp_path / "best"
+    assert sorted(p.name for p in (published / "model").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "labels.json",
+    ]
+    assert not (models / "a").exists()
+    config = yaml.safe_load((published / "best_config.yaml").read_text())
+    assert config["optim"]["learning_rate"] == 0.02 and config["output_dir"] is None
+    assert recorder.artifacts[-1] == ("a", ["adapter_config.json", "adapter_model.safetensors", "labels.json"], "model")
+
+
+def _plan_spec(**parts):
+    trial = {
+        "model": {"name_or_path": "tiny-bert"},
+        "data": {"max_rows": 240},
+        "optim": {"max_steps": None, "num_epochs": 1.0, "batch_size": 8},
+    }
+    return validate_spec({"name": "p", "trial": trial, **parts})
+
+
+def test_preflight_plans_the_largest_last_step_of_the_space():
+    assert preflight(_plan_spec()).max_last_step == 24  # 192 training rows / 8
+    spec = _plan_spec(space={"optim.num_epochs": {"type": "float", "low": 1.0, "high": 2.0}})
+    assert preflight(spec).max_last_step == 48
+
+
+def test_a_first_rung_past_the_last_step_is_an_error_before_ray_starts():
+    with pytest.raises(SpecError) as err:
+        preflight(_plan_spec(pruner={"kind": "asha", "min_resource": 30}))
+    assert err.value.problems == [
+        "pruner.min_resource: 30 > 24, the last step a trial reports; lower pruner.min_resource or give trials more steps"
+    ]

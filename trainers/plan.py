@@ -1,0 +1,67 @@
+"""What a trial will do, known before it runs: its fingerprints, its split sizes and the step of its last
+report. The trial owns what a step is, so everyone who needs a trial's last step (the sweep's pruning
+guard, ASHA's max_t, Hyperband's max_resource) asks here. Torch-free at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from trainers.config import DataConfig, OptimConfig, SplitConfig, TrialConfig
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    data_fingerprint: str
+    split_fingerprint: str
+    num_train: int  # rows in the (first) training fold
+    num_val: int
+    num_test: int
+    total_steps: int  # optimizer steps per training run (per fold)
+    last_step: int  # the step of the final report: total_steps, or num_folds - 1 for k-fold trials
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {"data": self.data_fingerprint, "split": self.split_fingerprint}
+
+
+def total_steps(optim: OptimConfig, num_train: int) -> int:
+    """Optimizer steps of one training run: ``max_steps``, or ``num_epochs`` of batches (after accumulation)."""
+    if optim.max_steps is not None:
+        return optim.max_steps
+    per_epoch = math.ceil(num_train / optim.batch_size) / optim.grad_accum_steps
+    return max(1, math.ceil((optim.num_epochs or 1.0) * per_epoch))
+
+
+def last_step(cfg: TrialConfig, num_train: int) -> int:
+    """The step of a trial's final report: k-fold trials report once per fold (step = fold index)."""
+    if cfg.split.num_folds is not None:
+        return cfg.split.num_folds - 1
+    return total_steps(cfg.optim, num_train)
+
+
+@functools.lru_cache(maxsize=32)
+def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int]:
+    from trainers.data import load_rows, make_splits
+
+    rows = load_rows(data, task)
+    splits = make_splits(rows, split)
+    first = splits.folds[0]
+    return rows.fingerprint, splits.fingerprint, len(first.train), len(first.val), len(splits.test)
+
+
+def plan_trial(cfg: TrialConfig) -> TrialPlan:
+    """Every input check of a trial without training it (data, split, model depth); raises ConfigError.
+
+    The data is read once per (data, split) config in this process, so planning every trial of a sweep
+    costs one read.
+    """
+    from trainers.models import check_layers
+
+    data_fp, split_fp, num_train, num_val, num_test = _split(cfg.data, cfg.split, cfg.task)
+    check_layers(cfg)
+    return TrialPlan(
+        data_fp, split_fp, num_train, num_val, num_test, total_steps(cfg.optim, num_train), last_step(cfg, num_train)
+    )
