@@ -25,9 +25,9 @@ def main() -> None:
             REPO / "search_spaces" / "demo.yaml", [f"execution.runs_dir={tmp}/runs", "execution.dashboard=false"]
         )
         result = run_sweep(spec, echo=lambda line: None)
-    done = [t for t in result.trials if t.outcome]
-    first = [t.outcome["timings"] for t in done if t.outcome and t.outcome["timings"]["tokenize_s"] > 0.001]
-    reused = [t.outcome["timings"] for t in done if t.outcome and t.outcome["timings"]["tokenize_s"] <= 0.001]
+    timings = [t.outcome.timings.model_dump() for t in result.trials if t.outcome]
+    first = [t for t in timings if t["tokenize_s"] > 0.001]
+    reused = [t for t in timings if t["tokenize_s"] <= 0.001]
 
     def mean(rows: list[dict[str, float]], key: str) -> str:
         return f"{sum(r[key] for r in rows) / len(rows):.3f}s" if rows else "-"

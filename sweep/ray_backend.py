@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 OUTCOME_KEY = "outcome"
 STEP_KEY = "step"
 LAST_STEP_KEY = "last_step"
-RAY_DIR = "ray"  # the run dir's link to (or copy of) Ray's session files and logs
+RAY_DIR = "ray"  # Ray's session files in the run dir (a link to /tmp while the sweep runs, if the path is long)
+RAY_LOGS_DIR = "ray-logs"  # Ray's logs (the trials' tracebacks), kept when the /tmp stand-in is removed
 
 LastStepOf = Callable[[Mapping[str, Any]], int | None]
 """Sampled parameters -> the step of that trial's final report (None: the trial will reject them)."""
@@ -204,12 +205,12 @@ def _temp_dir(run_dir: Path) -> tuple[str, bool]:
     return str(short), True
 
 
-def _keep_logs(short: Path, link: Path) -> None:
-    """Replace the /tmp stand-in by a copy of its logs in the run dir (the trials' tracebacks live there)."""
-    logs = [p for p in short.glob("session_*/logs") if p.is_dir() and not p.parent.is_symlink()]
-    link.unlink(missing_ok=True)
-    for found in logs:
-        shutil.copytree(found, link / found.parent.name / "logs", symlinks=True, dirs_exist_ok=True)
+def _keep_logs(short: Path, run_dir: Path) -> None:
+    """Remove the /tmp stand-in and its link, keeping a copy of Ray's logs in the run dir."""
+    for found in short.glob("session_*/logs"):
+        if found.is_dir() and not found.parent.is_symlink():
+            shutil.copytree(found, run_dir / RAY_LOGS_DIR / found.parent.name, symlinks=True, dirs_exist_ok=True)
+    (run_dir / RAY_DIR).unlink(missing_ok=True)
     shutil.rmtree(short, ignore_errors=True)
 
 
@@ -254,7 +255,7 @@ def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator
     finally:
         ray.shutdown()
         if short is not None:
-            _keep_logs(Path(short), run_dir.resolve() / RAY_DIR)
+            _keep_logs(Path(short), run_dir.resolve())
 
 
 def auth_token() -> str | None:

@@ -93,10 +93,20 @@ SamplerSpec = Annotated[
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
     """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
-    ``study.optimize``; with ask/tell the searcher checks ``is_exhausted`` instead."""
+    ``study.optimize``; with ask/tell the searcher checks ``is_exhausted`` instead. And Optuna counts a
+    point that is still running as unvisited (it would evaluate it twice); trials run concurrently
+    here, so a point is taken once it is asked."""
 
     def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
         return None
+
+    def is_exhausted(self, study: optuna.Study) -> bool:
+        taken = {
+            t.system_attrs["grid_id"]
+            for t in study.get_trials(deepcopy=False)
+            if "grid_id" in t.system_attrs and (t.state.is_finished() or t.state == TrialState.RUNNING)
+        }
+        return len(taken) >= len(self._all_grids)
 
 
 def _grid(space: Mapping[str, Param]) -> dict[str, list[Any]]:

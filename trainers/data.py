@@ -51,6 +51,19 @@ def resolve_data_path(cfg: DataConfig, task: str) -> Path:
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
+    try:
+        return _parse(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            [
+                f"data.path: '{path}' cannot be read as {path.suffix or 'a dataset'} ({reason}); "
+                f"check the file's format and that it is UTF-8 text"
+            ]
+        ) from None
+
+
+def _parse(path: Path) -> pd.DataFrame:
     if path.is_dir():
         import datasets  # only for saved HF dataset directories
 

@@ -285,6 +285,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def cached_models() -> int:
+    """How many base models this process holds (reused by later trials)."""
+    return len(_BASE_CACHE)
+
+
 def clear_caches() -> None:
     _BASE_CACHE.clear()
     _TOKENIZER_CACHE.clear()

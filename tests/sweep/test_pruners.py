@@ -51,14 +51,6 @@ def test_each_sampler_kind_builds_its_optuna_sampler(sampler, cls):
     assert isinstance(spec.sampler.build(spec.space), cls)
 
 
-def test_hyperband_max_resource_is_the_trials_last_step():
-    pruner = _spec(pruner={"kind": "hyperband", "min_resource": 3, "reduction_factor": 2}).pruner.build(24)
-    study = optuna.create_study(pruner=pruner)
-    study.ask().report(1.0, 3)  # Hyperband sizes its brackets lazily, from the first trial
-    pruner.prune(study, study.trials[0])
-    assert pruner._max_resource == 24  # Optuna keeps it private; the only way to see it
-
-
 @pytest.mark.parametrize(
     ("section", "expected"),
     [

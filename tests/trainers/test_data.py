@@ -143,3 +143,22 @@ def test_missing_file_and_unknown_format(tmp_path):
     odd.write_text("x")
     with pytest.raises(ConfigError, match="unknown format '.xlsx'"):
         load_rows(DataConfig(path=str(odd)), "classification")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("binary.csv", bytes(range(256)) * 4),
+        ("latin1.csv", "text,label\ncaf\xe9 au lait,pos\n".encode("latin-1")),
+        ("empty.csv", b""),
+        ("ragged.jsonl", b'{"text": "a", "label": 1}\n{"text": \n'),
+    ],
+)
+def test_unreadable_files_are_one_line_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_rows(DataConfig(path=str(path)), "classification")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(f"data.path: '{path}' cannot be read as {path.suffix} (")
+    assert err.value.problems[0].endswith("check the file's format and that it is UTF-8 text")

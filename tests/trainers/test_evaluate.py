@@ -1,4 +1,7 @@
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from trainers import models
@@ -54,3 +57,49 @@ def test_causal_exact_match_scores_greedy_answers_against_references():
     assert metrics["val_exact_match"] == 0.5
     only_first = evaluate_causal_lm(model, enc, np.array([0, 1]), tok, torch.device("cpu"), 8, 1, 4)
     assert only_first["val_exact_match"] == 1.0  # max_generate caps how many are answered
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'classifier' whose logits for each row are given (looked up by the row's first token)."""
+
+    def __init__(self, by_first_token: dict[int, list[float]]) -> None:
+        super().__init__()
+        self.table = by_first_token
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.tensor([self.table[int(ids[0])] for ids in input_ids])
+        return type("Out", (), {"logits": logits})()
+
+
+def test_classification_metrics_match_hand_values():
+    from trainers.evaluate import evaluate_classification
+
+    tok = models.load_tokenizer("tiny-bert")
+    logits = {10: [2.0, 0.0, 0.0], 11: [0.0, 1.0, 0.0], 12: [0.0, 1.0, 0.0], 13: [0.0, 0.0, 3.0]}
+    enc = Encoded(input_ids=[[10, 5], [11], [12, 7, 8], [13]], labels=np.array([0, 1, 2, 2]))
+    metrics = evaluate_classification(FixedLogits(logits), enc, np.arange(4), tok, torch.device("cpu"), batch_size=3)
+    # predictions 0, 1, 1, 2 against 0, 1, 2, 2: three right
+    assert metrics["val_accuracy"] == 0.75
+    # per-class F1: class 0 = 1, class 1 = 2*1*0.5/1.5 = 2/3, class 2 = 2*1*0.5/1.5 = 2/3
+    assert metrics["val_f1_macro"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+
+    def nll(row, label):
+        return -(row[label] - math.log(sum(math.exp(v) for v in row)))
+
+    hand = [nll([2, 0, 0], 0), nll([0, 1, 0], 1), nll([0, 1, 0], 2), nll([0, 0, 3], 2)]
+    assert metrics["val_loss"] == pytest.approx(sum(hand) / 4, abs=1e-6)
+
+
+def test_regression_metrics_match_hand_values():
+    from trainers.evaluate import regression_metrics
+
+    got = regression_metrics(np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 3.0]))
+    assert got["val_mse"] == pytest.approx(2 / 3) and got["val_loss"] == got["val_mse"]
+    assert got["val_mae"] == pytest.approx(2 / 3)
+    # pearson by hand: means 7/3 and 7/3; deviations (-4/3, -1/3, 5/3) and (-4/3, 2/3, 2/3)
+    cov = (16 / 9 - 2 / 9 + 10 / 9) / 3
+    sd_p = math.sqrt((16 / 9 + 1 / 9 + 25 / 9) / 3)
+    sd_t = math.sqrt((16 / 9 + 4 / 9 + 4 / 9) / 3)
+    assert got["val_pearson"] == pytest.approx(cov / (sd_p * sd_t))
+    assert regression_metrics(np.array([2.0, 2.0]), np.array([1.0, 3.0]))["val_pearson"] == 0.0

@@ -1,5 +1,6 @@
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -87,11 +88,6 @@ def test_k_fold_trial_pruned_after_second_fold():
     assert out.status == "pruned" and len(out.folds) == 2 and out.folds[-1].status == "pruned"
 
 
-def test_held_out_test_split_is_scored_but_not_used_for_selection():
-    out = run_trial(tiny_config("classification", "split.test_fraction=0.1"), RecordingReporter())
-    assert out.num_test == 20 and set(out.test_metrics) == {"test_loss", "test_accuracy", "test_f1_macro"}
-
-
 def test_epochs_and_gradient_accumulation():
     cfg = tiny_config(
         "classification",
@@ -121,28 +117,104 @@ def test_causal_lm_trial_reports_perplexity_and_exact_match():
     assert 0.0 <= metrics["val_exact_match"] <= 1.0
 
 
-def test_causal_lm_learns_to_answer_on_tiny_llama():
-    cfg = tiny_config(
-        "causal_lm",
-        "model.name_or_path=tiny-llama",
-        "optim.max_steps=120",
-        "optim.learning_rate=1e-2",
-        "optim.batch_size=32",
-        "eval.eval_every_steps=120",
-        "eval.max_generate_examples=40",
-        "data.max_rows=null",
+def _sounds(path):
+    """Prompt -> one-word answer, asked in six phrasings: validation asks known animals in known phrasings."""
+    animals = {"cat": "meow", "dog": "woof", "cow": "moo", "duck": "quack", "owl": "hoot"}
+    templates = [
+        "what does the {a} say?",
+        "the {a} says what?",
+        "tell me the sound of a {a}.",
+        "a {a} makes which sound?",
+        "which noise does a {a} make?",
+        "{a} sound?",
+    ]
+    rows = [
+        {"prompt": f"{t.format(a=a)} {i}", "response": s}
+        for i in range(8)
+        for a, s in animals.items()
+        for t in templates
+    ]
+    random.Random(0).shuffle(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_causal_lm_learns_to_answer_exactly_on_tiny_llama(tmp_path):
+    data = _sounds(tmp_path / "sounds.jsonl")
+    common = ["model.name_or_path=tiny-llama", f"data.path={data}", "data.max_rows=null", "optim.batch_size=16"]
+    untrained = run_trial(
+        tiny_config("causal_lm", *common, "optim.max_steps=1", "optim.learning_rate=1e-6"), RecordingReporter()
     )
-    out = run_trial(cfg, RecordingReporter())
-    assert out.final_metrics["val_loss"] < 3.0
+    trained = run_trial(
+        tiny_config(
+            "causal_lm", *common, "optim.max_steps=160", "optim.learning_rate=1e-2", "eval.eval_every_steps=80"
+        ),
+        RecordingReporter(),
+    )
+    assert untrained.final_metrics["val_exact_match"] == 0.0
+    assert trained.final_metrics["val_exact_match"] >= 0.8  # 48 validation prompts, greedy answers
+    assert trained.final_metrics["val_loss"] < 0.5
 
 
-def test_tokenized_data_and_base_model_are_cached_across_trials():
+def test_tokenized_data_and_base_model_are_cached_across_trials(monkeypatch):
+    from trainers import models
+    from trainers.tasks import Classification
+
+    models.clear_caches()
+    data_mod.clear_caches()
+    calls = []
+    original = Classification.tokenize
+    monkeypatch.setattr(Classification, "tokenize", lambda self, *a: calls.append(1) or original(self, *a))
     run_trial(tiny_config("classification"), RecordingReporter())
-    cached = dict(data_mod._ENCODED_CACHE)
-    second = run_trial(tiny_config("classification", "optim.learning_rate=1e-2"), RecordingReporter())
-    assert data_mod._ENCODED_CACHE.keys() == cached.keys()
-    assert all(data_mod._ENCODED_CACHE[k] is v for k, v in cached.items())
-    assert second.timings.tokenize_s < 0.01
+    assert data_mod.cached_encodings() == 1 and models.cached_models() == 1
+    run_trial(tiny_config("classification", "optim.learning_rate=1e-2", "seed=3"), RecordingReporter())
+    assert data_mod.cached_encodings() == 1 and models.cached_models() == 1
+    assert len(calls) == 1  # the second trial tokenized nothing
+
+
+def test_class_weights_come_from_the_training_fold(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from trainers import losses
+
+    path = tmp_path / "imbalanced.csv"
+    labels = ["a"] * 150 + ["b"] * 50
+    pd.DataFrame({"text": [f"row {i}" for i in range(200)], "label": labels}).to_csv(path, index=False)
+    seen = []
+    original = losses.classification_loss
+    monkeypatch.setattr(losses, "classification_loss", lambda cfg, counts: seen.append(counts) or original(cfg, counts))
+    common = [f"data.path={path}", "loss.name=class_weighted", "optim.max_steps=1"]
+    run_trial(tiny_config("classification", *common), RecordingReporter())
+    assert seen == [[120, 40]]  # the 160 training rows, stratified; never the 40 validation rows
+    run_trial(tiny_config("classification", *common, "split.num_folds=4"), RecordingReporter())
+    assert [sum(c) for c in seen[1:]] == [150] * 4 and all(c[0] == 112 or c[0] == 113 for c in seen[1:])
+
+
+def test_held_out_test_split_never_reaches_the_reporter_or_the_selection():
+    rep = RecordingReporter()
+    out = run_trial(tiny_config("classification", "split.test_fraction=0.1"), rep)
+    assert out.num_test == 20 and set(out.test_metrics) == {"test_loss", "test_accuracy", "test_f1_macro"}
+    assert all(not k.startswith("test_") for _, metrics in rep.reports for k in metrics)
+    assert (out.best_step, out.best_metrics) in [(h.step, h.metrics) for h in out.history]
+    assert (out.num_train, out.num_val) == (140, 40)  # val_fraction 0.2 of all rows, test 0.1
+
+
+def test_regression_trial_learns_on_its_demo_data():
+    rep = RecordingReporter()
+    cfg = tiny_config(
+        "regression",
+        "data.max_rows=null",
+        "optim.max_steps=150",
+        "optim.batch_size=32",
+        "optim.learning_rate=3e-3",
+        "eval.eval_every_steps=50",
+    )
+    out = run_trial(cfg, rep)
+    assert out.status == "completed" and out.label_names == []
+    assert [s for s, _ in rep.reports] == [50, 100, 150]
+    assert set(rep.reports[0][1]) == {"train_loss", "val_loss", "val_mse", "val_mae", "val_pearson"}
+    first, last = rep.reports[0][1], rep.reports[-1][1]
+    assert last["val_mse"] < first["val_mse"] and last["val_pearson"] > 0.5
 
 
 def test_saves_adapter_or_model_with_label_mapping(tmp_path):
