@@ -1,4 +1,4 @@
-"""`sweep validate|run|resume|dashboard SPEC [key=value ...]`. Heavy imports happen inside commands."""
+"""`sweep validate|run|resume|report|dashboard SPEC [key=value ...]`. Heavy imports happen inside commands."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def _resume(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from sweep.verdict import make_report
+
+    make_report(args.target, tracking_uri=args.tracking_uri)
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
@@ -90,11 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("resume", help="continue an interrupted sweep")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("report", help="the verdict (accept / redesign), blame and next sweep of a finished sweep")
+    p.add_argument("target", help="a run dir (runs/NAME/TIME) or the sweep's MLflow parent run id")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI or runs/)")
     p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
     p.add_argument("--runs-dir", default="runs")
     args = parser.parse_args(argv)
     _env_defaults()
-    command = {"validate": _validate, "run": _run, "resume": _resume, "dashboard": _dashboard}[args.command]
+    command = {"validate": _validate, "run": _run, "resume": _resume, "report": _report, "dashboard": _dashboard}[
+        args.command
+    ]
     try:
         return command(args)
     except SpecError as exc:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from sweep.space import Param, sample
+from sweep.space import CategoricalParam, FloatParam, IntParam, Param, sample
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
 
@@ -152,3 +152,49 @@ class StudyBridge:
     def counts(self) -> dict[str, int]:
         states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False)]
         return {s: states.count(s) for s in sorted(set(states))}
+
+
+def _distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    if isinstance(p, FloatParam):
+        return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+    if isinstance(p, IntParam):
+        return optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+    assert isinstance(p, CategoricalParam)
+    return optuna.distributions.CategoricalDistribution(p.choices)
+
+
+def param_importances(
+    space: Mapping[str, Param], points: Sequence[tuple[dict[str, Any], float]], names: Sequence[str]
+) -> dict[str, float]:
+    """fANOVA importance (Optuna's evaluator, seeded) of ``names`` for (params, value) points: a
+    throw-away study holds exactly the points given, e.g. values at a common step with pruned trials."""
+    if len({value for _, value in points}) < 2:
+        return dict.fromkeys(names, 0.0)  # nothing varies: nothing to explain
+    distributions = {n: _distribution(space[n]) for n in names}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [optuna.trial.create_trial(params=params, distributions=distributions, value=value) for params, value in points]
+    )
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(names)))
+
+
+def study_trials(storage: str, study_name: str) -> list[dict[str, Any]]:
+    """Every trial of a stored study as plain data: number, status, params, the objective per step."""
+    study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            continue
+        default = TrialStatus.COMPLETED if t.state == TrialState.COMPLETE else TrialStatus.FAILED
+        out.append(
+            {
+                "number": t.number,
+                "status": str(t.user_attrs.get(STATUS_ATTR, default.value)),
+                "params": dict(t.params),
+                "curve": {int(s): float(v) for s, v in t.intermediate_values.items()},
+                "value": t.value if t.state == TrialState.COMPLETE else None,
+                "diverged_step": t.user_attrs.get("diverged_step"),
+            }
+        )
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sweep.spec import SweepSpec
@@ -60,7 +61,153 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
             f"best: trial {result.best.number}, {spec.objective.metric}={result.best.value:.4g}; "
             f"config and model in {result.run_dir / 'best'}"
         )
-    if spec.acceptance.threshold is not None:
+    if spec.acceptance.threshold is not None and result.report is None:
         print(acceptance_line(spec, result.best.value if result.best else None))
+    if result.report is not None:
+        from sweep.verdict import short_lines
+
+        print()
+        for line in short_lines(result.report.analysis, result.report.verdict):
+            print(line)
+        print(f"report: {result.report.run_dir / 'report' / 'report.html'} (also in MLflow, on the sweep's run)")
     print(f"MLflow UI:  make mlflow-ui   (then open http://127.0.0.1:5000, experiment '{result.experiment}')")
     print("Ray dashboard (while a sweep runs): make dashboard")
+
+
+# --- the verdict's files: report.md, report.html (self-contained, offline), blame.json, next_sweep.yaml
+
+
+def render(out: Any, spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> list[Any]:
+    """Write the report files into ``out``; returns their paths."""
+    import yaml
+
+    files = {
+        "report.md": markdown(spec, evidence, analysis, verdict),
+        "report.html": html(spec, evidence, analysis, verdict),
+        "blame.json": json.dumps(
+            {
+                "verdict": verdict.decision,
+                "reasons": verdict.reasons,
+                "best_trial": verdict.best.number if verdict.best else None,
+                "registered_model": list(verdict.registered) if verdict.registered else None,
+                "analysis": analysis.model_dump(mode="json"),
+            },
+            indent=1,
+        ),
+        "next_sweep.yaml": "# Written by `sweep report`: run it with `sweep run THIS_FILE`.\n"
+        + yaml.safe_dump(verdict.next_sweep, sort_keys=False),
+    }
+    paths = []
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+def _finding_rows(analysis: Any) -> list[list[str]]:
+    rows = []
+    for f in sorted(analysis.params, key=lambda f: -(f.importance or 0.0)):
+        interval = f"[{f.interval[0]:.3g}, {f.interval[1]:.3g}]" if f.interval else "-"
+        rows.append(
+            [
+                f.param,
+                f.component,
+                f"{f.importance:.2f}" if f.importance is not None else "-",
+                f.keep.label() if f.keep else "-",
+                f.blame.label() if f.blame else "-",
+                f"{f.effect:+.3g} {interval}" if f.effect is not None else f.note,
+            ]
+        )
+    return rows
+
+
+def markdown(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
+    lines = [
+        f"# Sweep '{spec.name}': {verdict.decision.upper()}",
+        "",
+        *[f"- {r}" for r in verdict.reasons],
+    ]
+    if verdict.registered:
+        lines.append(
+            f"- registered as model '{verdict.registered[0]}' version {verdict.registered[1]} (alias candidate)"
+        )
+    lines += [
+        "",
+        f"**Blame:** {analysis.blame_top} — {analysis.blame_reason}",
+        "",
+        f"Evidence: {analysis.evidence}. Importance: {analysis.method}.",
+        "",
+        "| parameter | component | importance | keep | blame | effect [interval] |",
+        "|---|---|---|---|---|---|",
+        *["| " + " | ".join(r) + " |" for r in _finding_rows(analysis)],
+        "",
+        "## Trials",
+        "",
+        "| trial | status | diagnosis | why |",
+        "|---|---|---|---|",
+        *[f"| {d.number} | {d.status} | {d.diagnosis} | {d.reason} |" for d in analysis.trials],
+        "",
+        "## Data",
+        "",
+        *[f"- {'ok' if c.ok else 'PROBLEM'} — {c.name}: {c.detail}" for c in analysis.data],
+        "",
+        "## Next",
+        "",
+        "`next_sweep.yaml` beside this report: blamed values removed, winning ranges kept, parameters "
+        "without effect fixed.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
+    """One self-contained page: inline SVG plots, no script, no network."""
+    from html import escape
+
+    from sweep import plots
+
+    colour = "#1b7837" if verdict.decision == "accept" else "#b2182b"
+    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in _finding_rows(analysis))
+    trials = "".join(
+        f"<tr><td>{d.number}</td><td>{d.status}</td><td>{d.diagnosis}</td><td>{escape(d.reason)}</td></tr>"
+        for d in analysis.trials
+    )
+    checks = "".join(
+        f"<li class='{'ok' if c.ok else 'bad'}'>{escape(c.name)}: {escape(c.detail)}</li>" for c in analysis.data
+    )
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.reasons)
+    registered = (
+        f"<p>Registered as model <b>{escape(verdict.registered[0])}</b> version {verdict.registered[1]} "
+        "(alias <code>candidate</code>).</p>"
+        if verdict.registered
+        else ""
+    )
+    figures = [
+        ("Importance", plots.importance(analysis)),
+        (
+            f"{spec.objective.metric} vs each parameter (at step {analysis.common_step})",
+            plots.objective_vs_params(evidence, analysis),
+        ),
+        ("Learning curves", plots.curves(evidence)),
+        ("Parallel coordinates", plots.parallel(evidence, analysis)),
+    ]
+    body = "".join(f"<h2>{escape(title)}</h2><div class='fig'>{svg}</div>" for title, svg in figures if svg)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sweep {escape(spec.name)}: {verdict.decision}</title>
+<style>
+body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+.verdict{{font-size:2em;color:{colour};font-weight:bold}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+li.bad{{color:#b2182b}}li.ok{{color:#1b7837}}.fig svg{{max-width:100%;height:auto}}
+</style></head><body>
+<h1>Sweep '{escape(spec.name)}'</h1>
+<p class="verdict" id="verdict">{verdict.decision.upper()}</p>
+<ul>{reasons}</ul>{registered}
+<p><b>Blame:</b> <span id="blame-top">{escape(analysis.blame_top)}</span> — {escape(analysis.blame_reason)}</p>
+<p>Evidence: {escape(analysis.evidence)}. Importance: {escape(analysis.method)}.</p>
+<table><tr><th>parameter</th><th>component</th><th>importance</th><th>keep</th><th>blame</th><th>effect [interval]</th></tr>{rows}</table>
+{body}
+<h2>Trials</h2><table><tr><th>trial</th><th>status</th><th>diagnosis</th><th>why</th></tr>{trials}</table>
+<h2>Data</h2><ul>{checks}</ul>
+</body></html>
+"""

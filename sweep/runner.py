@@ -32,6 +32,7 @@ class SweepResult:
     interrupted: bool
     counts: dict[str, int]
     time_split: dict[str, float] = field(default_factory=dict)
+    report: Any = None  # sweep.verdict.Report, when execution.verdict is on
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,11 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
     assert recorder.parent_id is not None
+    report = None
+    if spec.execution.verdict and not interrupted:
+        from sweep.verdict import make_report
+
+        report = make_report(run_dir, echo=lambda line: None)  # the summary prints it, after the table
     return SweepResult(
         run_dir,
         recorder.uri,
@@ -164,6 +170,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         interrupted,
         book.counts(),
         book.time_split(),
+        report,
     )
 
 

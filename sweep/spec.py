@@ -68,10 +68,22 @@ class Execution(Section):
     storage: str | None = Field(None, description="Optuna storage URL; None = sqlite in the run dir.")
     runs_dir: str = Field("runs", description="Where run directories go, relative to the working directory.")
     save_best_model: bool = True
+    verdict: bool = Field(True, description="Judge the sweep when it ends: verdict, blame, next_sweep.yaml.")
+
+
+class SecondaryMetric(Section):
+    metric: str = Field(description="Another metric the trial reports, e.g. val_f1_macro.")
+    threshold: float
+    direction: Literal["minimize", "maximize"] = "maximize"
 
 
 class Acceptance(Section):
     threshold: float | None = Field(None, description="Accept the best trial if its objective reaches this.")
+    secondary: SecondaryMetric | None = Field(None, description="A second metric the best trial must also reach.")
+    confirm_on_test: bool = Field(
+        False, description="The best trial's held-out test score must reach the threshold too (needs a test split)."
+    )
+    model_name: str | None = Field(None, description="MLflow registered model name; None = the spec's name.")
 
 
 class SweepSpec(Section):
@@ -182,6 +194,16 @@ def _check(spec: SweepSpec) -> list[str]:
                 detail = exc.problems[0].split(": ", 1)[-1]
                 problems.append(f"space.{path}: value {value!r} does not fit the trial ({detail})")
         earlier.append(path)
+    accept = spec.acceptance
+    if task is not None and accept.secondary is not None and accept.secondary.metric not in task.metrics:
+        problems.append(
+            f"acceptance.secondary.metric: '{accept.secondary.metric}' is not reported for {task.name}; "
+            f"use one of {list(task.metrics)}"
+        )
+    if accept.confirm_on_test and template.split.test_fraction == 0:
+        problems.append(
+            "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)"
+        )
     return problems + spec.pruner.problems(template, None) + spec.sampler.problems(spec.space)
 
 

@@ -191,3 +191,80 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
     if exp is None:
         return []
     return list(client.search_runs([exp.experiment_id], max_results=10000))
+
+
+# --- the verdict: reading a sweep back, recording its report, registering its model ---------------
+
+
+def sweep_state(uri: str, parent_id: str) -> dict[str, str]:
+    """A sweep's parent run tags (``sweep.run_dir`` leads back to its files)."""
+    return dict(MlflowClient(tracking_uri=uri).get_run(parent_id).data.tags)
+
+
+def trial_curves(uri: str, parent_id: str, metrics: list[str]) -> dict[int, dict[str, Any]]:
+    """Per Optuna trial number: the trial run's id, final metrics and the step histories of ``metrics``."""
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial'",
+        max_results=10000,
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        number = run.data.tags.get("optuna.trial_number")
+        if number is None or number == "None":
+            continue
+        histories = {
+            m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, m)}
+            for m in metrics
+            if m in run.data.metrics
+        }
+        out[int(number)] = {"run_id": run.info.run_id, "metrics": dict(run.data.metrics), "histories": histories}
+    return out
+
+
+def record_verdict(
+    uri: str, parent_id: str, tags: Mapping[str, str], metrics: Mapping[str, float], files: list[Path]
+) -> None:
+    """Tags, metrics and artifacts of the verdict on the sweep's parent run. Metrics carry a fixed
+    timestamp and step, so recording the same verdict again adds nothing."""
+    client = MlflowClient(tracking_uri=uri)
+    stale = [k for k in client.get_run(parent_id).data.tags if k.startswith(("keep.", "blame.")) and k not in tags]
+    for key in stale:  # a regenerated report drops what it no longer claims
+        client.delete_tag(parent_id, key)
+    batch = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
+    client.log_batch(parent_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    for path in files:
+        client.log_artifact(parent_id, str(path), "verdict")
+
+
+def register_candidate(
+    uri: str, name: str, trial_run_id: str, parent_id: str, tags: Mapping[str, str], description: str
+) -> tuple[str, str]:
+    """Register the best trial's model (its run's ``model`` artifact) with alias ``candidate``; a sweep
+    registers at most one version: asking again returns the one it has."""
+    client = MlflowClient(tracking_uri=uri)
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name, description="Models accepted by finetune-sweep verdicts.")
+    found = client.search_model_versions(f"name = '{name}' and tags.`sweep.parent_run_id` = '{parent_id}'")
+    if found:
+        version = found[0].version
+    else:
+        version = client.create_model_version(
+            name,
+            source=f"runs:/{trial_run_id}/model",
+            run_id=trial_run_id,
+            tags={**tags, "sweep.parent_run_id": parent_id},
+            description=description,
+        ).version
+    client.set_registered_model_alias(name, "candidate", version)
+    return name, str(version)
+
+
+def registered_versions(uri: str, name: str) -> list[Any]:
+    """Every version of a registered model (for tests and reports)."""
+    client = MlflowClient(tracking_uri=uri)
+    if not client.search_registered_models(f"name = '{name}'"):
+        return []
+    return list(client.search_model_versions(f"name = '{name}'"))

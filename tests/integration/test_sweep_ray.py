@@ -35,7 +35,7 @@ def _spec(tmp_path, **parts):
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "budget": {"num_trials": 5, "max_concurrent_trials": 2},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        "execution": {"runs_dir": str(tmp_path / "runs"), "dashboard": False},
+        "execution": {"runs_dir": str(tmp_path / "runs"), "dashboard": False, "verdict": False},
     }
     return validate_spec({**base, **parts})
 

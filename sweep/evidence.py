@@ -1,0 +1,80 @@
+"""A finished sweep's evidence, read back from where it was recorded: the Optuna study (parameters,
+statuses, the objective at every reported step), MLflow (training/validation loss curves, test and
+secondary metrics) and the data itself (split sizes, class balance, rows shared across the split)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweep.blame import DataFacts, Evidence, TrialHistory
+from sweep.spec import SweepSpec
+
+
+def data_facts(spec: SweepSpec) -> DataFacts:
+    """Split sizes, training class counts and validation rows that also are training rows."""
+    from trainers.data import load_rows, make_splits
+
+    cfg = spec.trial_config({})
+    rows = load_rows(cfg.data, cfg.task)
+    splits = make_splits(rows, cfg.split)
+    fold = splits.folds[0]
+    counts: dict[str, int] = {}
+    if rows.label_names:
+        for index in fold.train:
+            name = rows.label_names[int(rows.targets[index])]
+            counts[name] = counts.get(name, 0) + 1
+
+    def key(i: int) -> str:
+        return " ".join(rows.texts[i].lower().split())
+
+    train_texts = {key(int(i)) for i in fold.train}
+    duplicates = sum(1 for i in fold.val if key(int(i)) in train_texts)
+    return DataFacts(
+        task=cfg.task,
+        num_train=len(fold.train),
+        num_val=len(fold.val),
+        num_test=len(splits.test),
+        class_counts=counts,
+        num_val_duplicates=duplicates,
+    )
+
+
+def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evidence, dict[int, str]]:
+    """The sweep's evidence, and each trial number's MLflow run id."""
+    from sweep.optuna_study import study_trials
+    from sweep.runner import last_step_of
+    from sweep.tracking import trial_curves
+
+    metric = spec.objective.metric
+    test_metric = metric.replace("val_", "test_", 1)
+    secondary = spec.acceptance.secondary.metric if spec.acceptance.secondary else None
+    curves = trial_curves(uri, parent_id, ["train_loss", "val_loss"])
+    trials = []
+    for t in study_trials(storage, spec.name):
+        recorded: dict[str, Any] = curves.get(t["number"], {})
+        finals = recorded.get("metrics", {})
+        histories = recorded.get("histories", {})
+        trials.append(
+            TrialHistory(
+                number=t["number"],
+                status=t["status"],
+                params=t["params"],
+                curve=t["curve"],
+                train_loss=histories.get("train_loss", {}),
+                val_loss=histories.get("val_loss", {}),
+                value=t["value"],
+                test_value=finals.get(test_metric),
+                secondary_value=finals.get(secondary) if secondary else None,
+                last_step=last_step_of(spec, t["params"]),
+                diverged_step=t["diverged_step"],
+            )
+        )
+    evidence = Evidence(
+        sweep=spec.name,
+        objective=metric,
+        direction=spec.objective.direction,
+        trials=trials,
+        data=data_facts(spec),
+        space={k: v.model_dump(exclude_none=True) for k, v in spec.space.items()},
+    )
+    return evidence, {n: c["run_id"] for n, c in curves.items()}

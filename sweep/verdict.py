@@ -1,0 +1,224 @@
+"""The end of the classic loop: accept the best model (registered in MLflow) or redesign, with what to
+blame, what to keep and a ready-to-run next sweep. Recorded on the sweep's parent run, regenerated
+idempotently by `sweep report`."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.blame import Analysis, Evidence, TrialHistory, analyze
+from sweep.run_dir import SPEC_FILE, STATE_FILE
+from sweep.spec import SpecError, SweepSpec, load_spec
+
+REPORT_DIR = "report"  # run_dir/report: report.html, report.md, blame.json, next_sweep.yaml
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Verdict:
+    decision: str  # accept | redesign
+    reasons: list[str]
+    best: TrialHistory | None
+    registered: tuple[str, str] | None = None  # (model name, version)
+    next_sweep: dict[str, Any] = field(default_factory=dict)
+
+
+def _reaches(value: float | None, threshold: float, direction: str) -> bool:
+    return value is not None and (value >= threshold if direction == "maximize" else value <= threshold)
+
+
+def judge(spec: SweepSpec, evidence: Evidence) -> Verdict:
+    """Accept when the best completed trial reaches every acceptance rule on a validation split that
+    shares no rows with training; else redesign, saying why."""
+    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
+    done = [t for t in evidence.trials if t.status == "completed" and t.value is not None]
+    best = max(done, key=lambda t: sign * (t.value or 0.0)) if done else None
+    accept = spec.acceptance
+    metric, relation = spec.objective.metric, ">=" if spec.objective.direction == "maximize" else "<="
+    if accept.threshold is None:
+        return Verdict("redesign", ["no acceptance.threshold: set one to let a sweep accept its model"], best)
+    if best is None:
+        return Verdict("redesign", ["no trial completed: nothing to accept"], None)
+    reasons = []
+    ok = _reaches(best.value, accept.threshold, spec.objective.direction)
+    reasons.append(
+        f"best {metric} {best.value:.4g} {'' if ok else 'not '}{relation} {accept.threshold} (trial {best.number})"
+    )
+    if accept.secondary is not None:
+        s = accept.secondary
+        reached = _reaches(best.secondary_value, s.threshold, s.direction)
+        shown = "missing" if best.secondary_value is None else f"{best.secondary_value:.4g}"
+        sign_s = ">=" if s.direction == "maximize" else "<="
+        reasons.append(f"{s.metric} {shown} {'' if reached else 'not '}{sign_s} {s.threshold}")
+        ok = ok and reached
+    if accept.confirm_on_test:
+        reached = _reaches(best.test_value, accept.threshold, spec.objective.direction)
+        shown = "missing" if best.test_value is None else f"{best.test_value:.4g}"
+        test_metric = metric.replace("val_", "test_", 1)
+        reasons.append(f"held-out {test_metric} {shown} {'' if reached else 'not '}{relation} {accept.threshold}")
+        ok = ok and reached
+    leaked = evidence.data.num_val_duplicates
+    if leaked:
+        reasons.append(f"{leaked} validation rows also are training rows: the validation score is not evidence")
+        ok = False
+    return Verdict("accept" if ok else "redesign", reasons, best)
+
+
+def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict) -> dict[str, Any]:
+    """The next spec: blamed values out, winning ranges in, parameters that did not matter fixed at the
+    best trial's value, twice the steps where completed trials were still improving."""
+    out = copy.deepcopy(spec.model_dump(mode="json", exclude_none=True))
+    out["name"] = f"{spec.name}-next"
+    out["description"] = f"Written by the verdict on sweep '{spec.name}' ({verdict.decision})."
+    space = out.get("space", {})
+    best = verdict.best.params if verdict.best else {}
+    for finding in analysis.params:
+        entry = space.get(finding.param)
+        if entry is None:
+            continue
+        if entry["type"] == "categorical":
+            choices = list(entry["choices"])
+            if finding.blame is not None:
+                choices = [c for c in choices if c not in finding.blame.values] or choices
+            if finding.keep is not None and (finding.importance or 0.0) >= 0.3:
+                choices = [c for c in choices if c in finding.keep.values] or choices
+            entry["choices"] = choices
+        elif entry["type"] in ("float", "int"):
+            if finding.keep is not None and finding.keep.numeric:
+                low, high = finding.keep.values
+                entry["low"], entry["high"] = low, high
+            elif finding.blame is not None and finding.blame.numeric:
+                low, high = finding.blame.values
+                if high >= entry["high"] and low > entry["low"]:
+                    entry["high"] = low  # the top of the range loses
+                elif low <= entry["low"] and high < entry["high"]:
+                    entry["low"] = high  # the bottom of the range loses
+            if entry["type"] == "int":
+                entry["low"], entry["high"] = int(entry["low"]), int(entry["high"])
+            if entry["low"] >= entry["high"]:
+                space[finding.param] = {"type": "fixed", "value": entry["low"]}
+                continue
+        unimportant = finding.importance is not None and finding.importance < 0.05
+        no_effect = finding.keep is None and finding.blame is None and unimportant
+        if no_effect and finding.param in best and not entry.get("when"):
+            space[finding.param] = {"type": "fixed", "value": best[finding.param]}
+    improving = sum(1 for d in analysis.trials if d.diagnosis == "still_improving")
+    completed = sum(1 for t in evidence.trials if t.status == "completed")
+    optim = out.setdefault("trial", {}).setdefault("optim", {})
+    if completed and improving * 2 >= completed and optim.get("max_steps"):
+        optim["max_steps"] = int(optim["max_steps"]) * 2
+    return out
+
+
+@dataclass
+class Report:
+    run_dir: Path
+    verdict: Verdict
+    analysis: Analysis
+    files: list[Path]
+
+
+def _state(target: str, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
+    """RUN_DIR (with sweep.json) or an MLflow parent run id -> the run dir and its state."""
+    run_dir = Path(target)
+    if (run_dir / STATE_FILE).is_file():
+        return run_dir, json.loads((run_dir / STATE_FILE).read_text())
+    from sweep.tracking import default_tracking_uri, sweep_state
+
+    uri = tracking_uri or default_tracking_uri("runs")
+    try:
+        tags = sweep_state(uri, target)
+    except Exception:  # MLflow's own error for an unknown id is a traceback; ours is one line
+        raise SpecError(
+            [
+                f"report: '{target}' is neither a run dir with {STATE_FILE} nor a sweep's MLflow run id in {uri}; "
+                "pass the directory `sweep run` printed, or the parent run id (with --tracking-uri)"
+            ]
+        ) from None
+    run_dir = Path(tags.get("sweep.run_dir", ""))
+    if not (run_dir / STATE_FILE).is_file():
+        raise SpecError([f"report: run {target}'s run dir '{run_dir}' is gone; report from the machine that ran it"])
+    return run_dir, json.loads((run_dir / STATE_FILE).read_text())
+
+
+def make_report(target: str | Path, *, tracking_uri: str | None = None, echo: Echo = print) -> Report:
+    """Gather the evidence, analyze it, judge, register (accept), write and record the report."""
+    from sweep import tracking
+    from sweep.evidence import gather
+    from sweep.optuna_study import param_importances
+    from sweep.report import render
+
+    run_dir, state = _state(str(target), tracking_uri)
+    spec = load_spec(run_dir / SPEC_FILE)
+    uri, parent_id = state["tracking_uri"], state["parent_run_id"]
+    evidence, run_ids = gather(spec, state["storage"], uri, parent_id)
+    analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
+    verdict = judge(spec, evidence)
+    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
+    if verdict.decision == "accept" and verdict.best is not None:
+        best = verdict.best
+        name = spec.acceptance.model_name or spec.name
+        verdict.registered = tracking.register_candidate(
+            uri,
+            name,
+            run_ids[best.number],
+            parent_id,
+            {
+                "config": json.dumps(spec.trial_config(best.params).model_dump(mode="json"))[:5000],
+                spec.objective.metric: str(best.value),
+                "data.fingerprint": tracking.sweep_state(uri, parent_id).get("data.fingerprint", ""),
+                "split.fingerprint": tracking.sweep_state(uri, parent_id).get("split.fingerprint", ""),
+                "sweep.name": spec.name,
+            },
+            f"Trial {best.number} of sweep '{spec.name}': " + "; ".join(verdict.reasons),
+        )
+    out = run_dir / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    files = render(out, spec, evidence, analysis, verdict)
+    tags = {"verdict": verdict.decision, "blame.top": analysis.blame_top}
+    for f in analysis.params:
+        if f.keep is not None:
+            tags[f"keep.{f.param}"] = f.keep.label()
+        if f.blame is not None:
+            tags[f"blame.{f.param}"] = f.blame.label()
+    if verdict.registered:
+        tags["verdict.registered_model"] = f"{verdict.registered[0]}/{verdict.registered[1]}"
+    metrics = {f"importance.{f.param}": f.importance for f in analysis.params if f.importance is not None}
+    tracking.record_verdict(uri, parent_id, tags, metrics, files)
+    for line in short_lines(analysis, verdict):
+        echo(line)
+    echo(f"report: {out / 'report.html'}")
+    return Report(run_dir, verdict, analysis, files)
+
+
+def short_lines(analysis: Analysis, verdict: Verdict) -> list[str]:
+    """The terminal's short version."""
+    lines = [f"verdict: {verdict.decision.upper()} — " + "; ".join(verdict.reasons)]
+    if verdict.registered:
+        lines.append(f"registered: model '{verdict.registered[0]}' version {verdict.registered[1]} (alias candidate)")
+    for f in sorted(analysis.params, key=lambda f: -(f.importance or 0.0)):
+        imp = f"importance {f.importance:.2f}" if f.importance is not None else "importance -"
+        said = []
+        if f.keep is not None:
+            said.append(f"keep {f.keep.label()}")
+        if f.blame is not None:
+            said.append(f"blame {f.blame.label()}")
+        lines.append(f"  {f.param}: {', '.join(said) or 'no evidence (' + f.note + ')'} [{imp}]")
+    lines.append(f"blame: {analysis.blame_top} — {analysis.blame_reason}")
+    if analysis.comparison is not None:
+        lines.append(f"  {analysis.comparison.text}")
+    for check in analysis.data:
+        if not check.ok:
+            lines.append(f"  data: {check.detail}")
+    return lines
+
+
+def next_sweep_yaml(verdict: Verdict) -> str:
+    return yaml.safe_dump(verdict.next_sweep, sort_keys=False)
