@@ -176,9 +176,13 @@ def _value_at(curve: Mapping[int, float], step: int) -> float | None:
 
 
 def common_step(trials: Sequence[TrialHistory]) -> int | None:
-    """The last step every trial that reported reached: pruned trials count with what they showed."""
-    ends = [max(t.curve) for t in trials if t.curve and t.status not in ("failed", "killed", "diverged")]
-    return min(ends) if ends else None
+    """The step trials are compared at: the last step of the trials that ran to their end. A trial
+    stopped earlier (pruned, out of time) counts with its value at the last step it reached, as the
+    pruner judged it; ``late_bloomer`` diagnoses say where that judgement looks premature."""
+    reported = [t for t in trials if t.curve and t.status not in ("failed", "killed", "diverged")]
+    finished = [max(t.curve) for t in reported if t.status == "completed"]
+    ends = finished or [max(t.curve) for t in reported]
+    return max(ends) if ends else None
 
 
 def scores_at(trials: Sequence[TrialHistory], step: int, sign: float) -> dict[int, float]:
@@ -401,7 +405,8 @@ def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[Trial
         tol = max(2 * noise, 1e-9)
         train = [t.train_loss[s] for s in sorted(t.train_loss)]
         train_flat = len(train) < 2 or abs(train[-1] - train[0]) <= 0.02 * max(abs(train[0]), 1e-9)
-        if np.ptp(values) <= tol and train_flat:
+        ran_to_end = t.status == "completed" or (t.last_step is not None and steps[-1] >= t.last_step)
+        if ran_to_end and np.ptp(values) <= tol and train_flat:
             return verdict(
                 "flat",
                 "neither the objective nor the training loss moved: no learning at all "
@@ -530,6 +535,9 @@ def _top_component(
             kinds.count("still_improving") / total,
             f"{kinds.count('still_improving')} trial(s) still improving at their last step",
         )
+    late = kinds.count("late_bloomer")
+    if late >= 2:
+        vote("pruning", late / total, f"{late} pruned trial(s) were level with the eventual winners when pruned")
     if kinds.count("flat") > total / 2:
         vote("data", kinds.count("flat") / total, f"{kinds.count('flat')} of {total} trials learned nothing")
     for check in checks:
@@ -555,11 +563,12 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
     if importance_fn is not None and len(scores) >= 4 and searched:
         importance = _importances(evidence, scores, searched, importance_fn)
         method = (
-            f"fANOVA (Optuna) on the objective at step {step}, pruned and diverged trials included; "
+            f"fANOVA (Optuna) on the objective at step {step} (a pruned trial at the last step it reached, "
+            "a diverged one below every value seen); "
             "a conditional parameter is weighed among the trials where it applies"
         )
     evidence_text = (
-        f"{len(scores)} trials compared at step {step} ("
+        f"{len(scores)} trials compared at step {step}, pruned ones at the step they reached ("
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f"); one validation measurement's noise ±{noise:.3g}"
     )

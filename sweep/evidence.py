@@ -42,7 +42,6 @@ def data_facts(spec: SweepSpec) -> DataFacts:
 def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evidence, dict[int, str]]:
     """The sweep's evidence, and each trial number's MLflow run id."""
     from sweep.optuna_study import study_trials
-    from sweep.runner import last_step_of
     from sweep.tracking import trial_curves
 
     metric = spec.objective.metric
@@ -65,7 +64,6 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
                 value=t["value"],
                 test_value=finals.get(test_metric),
                 secondary_value=finals.get(secondary) if secondary else None,
-                last_step=last_step_of(spec, t["params"]),
                 diverged_step=t["diverged_step"],
             )
         )

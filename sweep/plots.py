@@ -68,7 +68,7 @@ def objective_vs_params(evidence: Any, analysis: Any) -> str:
     scores = scores_at(evidence.trials, analysis.common_step, sign)
     cols = min(3, len(params))
     rows = math.ceil(len(params) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, constrained_layout=True)
     by_number = {t.number: t for t in evidence.trials}
     for ax, param in zip(axes.flat, params, strict=False):
         spec = evidence.space.get(param, {})

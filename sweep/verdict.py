@@ -109,6 +109,14 @@ def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict:
         no_effect = finding.keep is None and finding.blame is None and unimportant
         if no_effect and finding.param in best and not entry.get("when"):
             space[finding.param] = {"type": "fixed", "value": best[finding.param]}
+    late = [d.number for d in analysis.trials if d.diagnosis == "late_bloomer"]
+    pruner = out.get("pruner", {})
+    if len(late) >= 2:  # pruned on noise: wait longer before judging
+        pruned_at = max(max(t.curve) for t in evidence.trials if t.number in late)
+        if "warmup_steps" in pruner:
+            pruner["warmup_steps"] = max(int(pruner["warmup_steps"]), pruned_at) * 2
+        elif "min_resource" in pruner:
+            pruner["min_resource"] = max(int(pruner["min_resource"]), pruned_at) * 2
     improving = sum(1 for d in analysis.trials if d.diagnosis == "still_improving")
     completed = sum(1 for t in evidence.trials if t.status == "completed")
     optim = out.setdefault("trial", {}).setdefault("optim", {})

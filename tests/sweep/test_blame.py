@@ -83,9 +83,7 @@ def test_learning_rate_too_high_is_blamed_for_divergence():
     assert diverged and all(d.diagnosis == "diverged" and "learning rate too high" in d.reason for d in diverged)
     assert analysis.blame_top == "learning_rate"
     assert _finding(analysis, "optim.weight_decay").blame is None
-    assert analysis.method.startswith(
-        "fANOVA (Optuna) on the objective at step 60, pruned and diverged trials included"
-    )
+    assert analysis.method.startswith("fANOVA (Optuna) on the objective at step 60 (a pruned trial at the last step")
     nxt = next_sweep(
         validate_spec({"name": "s", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space}),
         evidence,
@@ -239,3 +237,65 @@ def test_components():
         component_of(p)
         for p in ("optim.learning_rate", "model.num_layers", "adaptation.r", "loss.gamma", "optim.weight_decay")
     ] == ["learning_rate", "structure", "structure", "loss", "other"]
+
+
+def _judged(acceptance, **best):
+    trial = {"model": {"name_or_path": "tiny-bert"}, "split": {"test_fraction": 0.1}}
+    spec = validate_spec(
+        {
+            "name": "s",
+            "trial": trial,
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "acceptance": acceptance,
+        }
+    )
+    rng = np.random.default_rng(8)
+    trials = [
+        _trial(0, {}, 0.7, rng, curve={20: 0.6, 60: 0.7}),
+        TrialHistory(number=1, status="completed", params={}, curve={20: 0.7, 60: 0.9}, value=0.9, **best),
+    ]
+    return judge(spec, _evidence(trials, {}))
+
+
+def test_acceptance_needs_every_rule_the_spec_names():
+    accepted = _judged(
+        {"threshold": 0.85, "secondary": {"metric": "val_f1_macro", "threshold": 0.8}, "confirm_on_test": True},
+        secondary_value=0.82,
+        test_value=0.87,
+    )
+    assert accepted.decision == "accept" and accepted.best.number == 1
+    assert accepted.reasons == [
+        "best val_accuracy 0.9 >= 0.85 (trial 1)",
+        "val_f1_macro 0.82 >= 0.8",
+        "held-out test_accuracy 0.87 >= 0.85",
+    ]
+    on_test = _judged({"threshold": 0.85, "confirm_on_test": True}, test_value=0.8)
+    assert on_test.decision == "redesign" and on_test.reasons[-1] == "held-out test_accuracy 0.8 not >= 0.85"
+    secondary = _judged(
+        {"threshold": 0.85, "secondary": {"metric": "val_f1_macro", "threshold": 0.8}}, secondary_value=0.5
+    )
+    assert secondary.decision == "redesign" and secondary.reasons[-1] == "val_f1_macro 0.5 not >= 0.8"
+    assert _judged({"threshold": 0.95}).decision == "redesign"
+    assert _judged({}).reasons == ["no acceptance.threshold: set one to let a sweep accept its model"]
+
+
+def test_acceptance_rules_are_checked_in_the_spec():
+    from sweep.spec import SpecError
+
+    with pytest.raises(SpecError) as err:
+        validate_spec(
+            {
+                "name": "s",
+                "trial": {"model": {"name_or_path": "tiny-bert"}},
+                "acceptance": {
+                    "threshold": 0.8,
+                    "confirm_on_test": True,
+                    "secondary": {"metric": "val_f1", "threshold": 1},
+                },
+            }
+        )
+    assert err.value.problems == [
+        "acceptance.secondary.metric: 'val_f1' is not reported for classification; use one of "
+        "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']",
+        "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)",
+    ]

@@ -55,3 +55,12 @@ def test_resume_needs_a_run_dir(tmp_path):
         proc.stderr.strip()
         == f"error: run_dir: '{tmp_path}' holds no sweep.json; pass a directory that `sweep run` made"
     )
+
+
+def test_report_of_something_that_is_no_sweep_exits_2(tmp_path):
+    proc = _sweep("report", "no-such-run", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        "error: report: 'no-such-run' is neither a run dir with sweep.json nor a sweep's MLflow run id in "
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1
