@@ -56,6 +56,7 @@ class TrialHistory(_Model):
     value: float | None = Field(None, description="Final objective of a completed trial.")
     test_value: float | None = None
     secondary_value: float | None = None
+    class_recall: dict[str, float] = Field(default_factory=dict, description="Final recall per label id.")
     last_step: int | None = Field(None, description="The step of the final report when the trial runs to its end.")
     diverged_step: int | None = None
 
@@ -66,6 +67,7 @@ class DataFacts(_Model):
     num_val: int
     num_test: int = 0
     class_counts: dict[str, int] = Field(default_factory=dict, description="Training rows per class.")
+    label_names: list[str] = Field(default_factory=list, description="Class names by label id.")
     num_val_duplicates: int = Field(0, description="Validation rows whose text also is a training row.")
 
 
@@ -456,6 +458,25 @@ def data_checks(evidence: Evidence) -> list[DataCheck]:
         if not balanced:
             detail += "; accuracy rewards always answering it: compare on val_f1_macro, try loss class_weighted/focal"
         checks.append(DataCheck(name="class_balance", ok=balanced, detail=detail))
+    learned = [t.class_recall for t in evidence.trials if t.status == "completed" and t.class_recall]
+    if learned and data.label_names:
+        never = []
+        for label_id, name in enumerate(data.label_names):
+            best = max((r.get(str(label_id), 0.0) for r in learned), default=0.0)
+            if best <= 0.1:
+                never.append(f"'{name}' (best recall {best:.2f})")
+        checks.append(
+            DataCheck(
+                name="unlearned_labels",
+                ok=not never,
+                detail=(
+                    f"no completed trial learns {', '.join(never)}: check those rows' labels, or weigh the class "
+                    "(loss class_weighted / focal)"
+                    if never
+                    else f"every label is recalled above 0.1 by some completed trial ({len(learned)} trials)"
+                ),
+            )
+        )
     dup = data.num_val_duplicates
     share = dup / data.num_val if data.num_val else 0.0
     checks.append(

@@ -35,6 +35,7 @@ def data_facts(spec: SweepSpec) -> DataFacts:
         num_val=len(fold.val),
         num_test=len(splits.test),
         class_counts=counts,
+        label_names=list(rows.label_names),
         num_val_duplicates=duplicates,
     )
 
@@ -64,6 +65,9 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
                 value=t["value"],
                 test_value=finals.get(test_metric),
                 secondary_value=finals.get(secondary) if secondary else None,
+                class_recall={
+                    k.removeprefix("val_recall_"): v for k, v in finals.items() if k.startswith("val_recall_")
+                },
                 diverged_step=t["diverged_step"],
             )
         )

@@ -94,10 +94,12 @@ def evaluate_classification(
         golds.append(batch["labels"].cpu().numpy())
     model.train()
     y_pred, y_true = np.concatenate(preds), np.concatenate(golds)
+    recall = {f"val_recall_{c}": float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)}
     return {
         "val_loss": total_loss / len(rows),
         "val_accuracy": float((y_pred == y_true).mean()),
         "val_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        **recall,  # per label id: a class no trial ever predicts shows as 0 here
     }
 
 

@@ -86,6 +86,7 @@ class Task:
 class Classification(Task):
     name = "classification"
     metrics = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro")
+    """Also ``val_recall_<label id>`` per class present in the validation rows (not an objective)."""
     losses = ("cross_entropy", "label_smoothing", "focal", "class_weighted")
     columns = ("text_column", "label_column")
     demo_file = "sentiment.csv"

@@ -95,6 +95,7 @@ def test_learning_rate_too_high_diverges_and_is_blamed_then_the_best_is_accepted
     assert report.analysis.blame_top == "learning_rate"
     assert all(d.diagnosis == "diverged" for d in report.analysis.trials if d.status == "diverged")
     assert _finding(report, "eval.batch_size").blame is None
+    assert next(c for c in report.analysis.data if c.name == "unlearned_labels").ok  # both labels learned
     assert report.verdict.decision == "accept"
 
     # recorded on the parent run, the model registered once, with alias candidate

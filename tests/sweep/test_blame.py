@@ -299,3 +299,20 @@ def test_acceptance_rules_are_checked_in_the_spec():
         "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']",
         "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)",
     ]
+
+
+def test_a_label_no_trial_learns_is_a_data_problem():
+    rng = np.random.default_rng(9)
+    trials = [
+        _trial(n, {"optim.weight_decay": 0.0}, 0.9, rng, class_recall={"0": 0.99, "1": 0.04 * n}) for n in range(3)
+    ]
+    facts = {"class_counts": {"neg": 1440, "pos": 160}, "label_names": ["neg", "pos"]}
+    check = next(
+        c for c in analyze(_evidence(trials, dict(NO_EFFECT), **facts), None).data if c.name == "unlearned_labels"
+    )
+    assert not check.ok and check.detail.startswith("no completed trial learns 'pos' (best recall 0.08)")
+    trials[0] = _trial(0, {"optim.weight_decay": 0.0}, 0.9, rng, class_recall={"0": 0.9, "1": 0.6})
+    check = next(
+        c for c in analyze(_evidence(trials, dict(NO_EFFECT), **facts), None).data if c.name == "unlearned_labels"
+    )
+    assert check.ok

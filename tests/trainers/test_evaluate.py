@@ -83,6 +83,7 @@ def test_classification_metrics_match_hand_values():
     assert metrics["val_accuracy"] == 0.75
     # per-class F1: class 0 = 1, class 1 = 2*1*0.5/1.5 = 2/3, class 2 = 2*1*0.5/1.5 = 2/3
     assert metrics["val_f1_macro"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert (metrics["val_recall_0"], metrics["val_recall_1"], metrics["val_recall_2"]) == (1.0, 1.0, 0.5)
 
     def nll(row, label):
         return -(row[label] - math.log(sum(math.exp(v) for v in row)))

@@ -19,7 +19,14 @@ def test_classification_trial_reports_every_eval_and_at_the_end():
     out = run_trial(cfg, rep)
     assert out.status == "completed"
     assert [s for s, _ in rep.reports] == [3, 6, 7]
-    assert set(rep.reports[0][1]) == {"train_loss", "val_loss", "val_accuracy", "val_f1_macro"}
+    assert set(rep.reports[0][1]) == {
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_f1_macro",
+        "val_recall_0",
+        "val_recall_1",
+    }
     assert out.num_steps == 7 and out.num_examples == 7 * 8
     assert out.final_step == 7 and out.final_metrics == rep.reports[-1][1]
     best = min(rep.reports, key=lambda r: r[1]["val_loss"])
@@ -193,7 +200,13 @@ def test_class_weights_come_from_the_training_fold(tmp_path, monkeypatch):
 def test_held_out_test_split_never_reaches_the_reporter_or_the_selection():
     rep = RecordingReporter()
     out = run_trial(tiny_config("classification", "split.test_fraction=0.1"), rep)
-    assert out.num_test == 20 and set(out.test_metrics) == {"test_loss", "test_accuracy", "test_f1_macro"}
+    assert out.num_test == 20 and set(out.test_metrics) == {
+        "test_loss",
+        "test_accuracy",
+        "test_f1_macro",
+        "test_recall_0",
+        "test_recall_1",
+    }
     assert all(not k.startswith("test_") for _, metrics in rep.reports for k in metrics)
     assert (out.best_step, out.best_metrics) in [(h.step, h.metrics) for h in out.history]
     assert (out.num_train, out.num_val) == (140, 40)  # val_fraction 0.2 of all rows, test 0.1
