@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sweep.status import TrialStatus
+
 PROPORTION_METRICS = ("accuracy", "f1", "exact_match", "recall", "precision")
 """Objectives that are proportions of validation rows: their noise is binomial in the validation size."""
 
@@ -48,7 +50,7 @@ class TrialHistory(_Model):
     """One trial as the record has it."""
 
     number: int
-    status: str
+    status: TrialStatus
     params: dict[str, Any]
     curve: dict[int, float] = Field(default_factory=dict, description="The objective at each reported step.")
     train_loss: dict[int, float] = Field(default_factory=dict)
@@ -181,8 +183,10 @@ def common_step(trials: Sequence[TrialHistory]) -> int | None:
     """The step trials are compared at: the last step of the trials that ran to their end. A trial
     stopped earlier (pruned, out of time) counts with its value at the last step it reached, as the
     pruner judged it; ``late_bloomer`` diagnoses say where that judgement looks premature."""
-    reported = [t for t in trials if t.curve and t.status not in ("failed", "killed", "diverged")]
-    finished = [max(t.curve) for t in reported if t.status == "completed"]
+    reported = [
+        t for t in trials if t.curve and t.status not in (TrialStatus.FAILED, TrialStatus.KILLED, TrialStatus.DIVERGED)
+    ]
+    finished = [max(t.curve) for t in reported if t.status == TrialStatus.COMPLETED]
     ends = finished or [max(t.curve) for t in reported]
     return max(ends) if ends else None
 
@@ -192,16 +196,16 @@ def scores_at(trials: Sequence[TrialHistory], step: int, sign: float) -> dict[in
     worse than anything any trial ever reported (it left nothing usable)."""
     scores = {}
     for t in trials:
-        if t.status in ("failed", "killed"):
+        if t.status in (TrialStatus.FAILED, TrialStatus.KILLED):
             continue
         value = _value_at(t.curve, step)
-        if value is not None and math.isfinite(value) and t.status != "diverged":
+        if value is not None and math.isfinite(value) and t.status != TrialStatus.DIVERGED:
             scores[t.number] = sign * value
-    seen = [sign * v for t in trials if t.status != "diverged" for v in t.curve.values() if math.isfinite(v)]
+    seen = [sign * v for t in trials if t.status != TrialStatus.DIVERGED for v in t.curve.values() if math.isfinite(v)]
     if seen:
         floor = min(seen) - 0.1 * ((max(seen) - min(seen)) or 1.0)
         for t in trials:
-            if t.status == "diverged":
+            if t.status == TrialStatus.DIVERGED:
                 scores[t.number] = floor
     return scores
 
@@ -218,7 +222,7 @@ def measurement_noise(evidence: Evidence, scores: Mapping[int, float], sign: flo
     jitter = [
         abs(t.curve[steps[-1]] - t.curve[steps[-2]])
         for t in evidence.trials
-        if t.status == "completed" and len(steps := sorted(t.curve)) >= 2
+        if t.status == TrialStatus.COMPLETED and len(steps := sorted(t.curve)) >= 2
     ]
     return float(np.median(jitter)) / math.sqrt(2) if jitter else 0.0
 
@@ -395,7 +399,7 @@ def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[Trial
     def verdict(kind: Any, reason: str) -> TrialDiagnosis:
         return TrialDiagnosis(number=t.number, status=t.status, diagnosis=kind, reason=reason)
 
-    if t.status == "diverged":
+    if t.status == TrialStatus.DIVERGED:
         lr = t.params.get("optim.learning_rate")
         at = f" at step {t.diverged_step}" if t.diverged_step else ""
         return verdict(
@@ -407,7 +411,7 @@ def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[Trial
         tol = max(2 * noise, 1e-9)
         train = [t.train_loss[s] for s in sorted(t.train_loss)]
         train_flat = len(train) < 2 or abs(train[-1] - train[0]) <= 0.02 * max(abs(train[0]), 1e-9)
-        ran_to_end = t.status == "completed" or (t.last_step is not None and steps[-1] >= t.last_step)
+        ran_to_end = t.status == TrialStatus.COMPLETED or (t.last_step is not None and steps[-1] >= t.last_step)
         if ran_to_end and np.ptp(values) <= tol and train_flat:
             return verdict(
                 "flat",
@@ -423,14 +427,14 @@ def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[Trial
                     f"validation loss rose from {vl[low_at]:.3g} to {vl[-1]:.3g} while the "
                     "training loss kept falling: the train-validation gap grows",
                 )
-        if t.status == "completed" and values[-1] - values[-2] > tol:
+        if t.status == TrialStatus.COMPLETED and values[-1] - values[-2] > tol:
             return verdict(
                 "still_improving",
                 f"still improving at its last step {steps[-1]} "
                 f"({_fmt(t.curve[steps[-2]])} -> {_fmt(t.curve[steps[-1]])}): "
                 "learning rate too low or too few steps",
             )
-    if t.status == "pruned" and steps and winners:
+    if t.status == TrialStatus.PRUNED and steps and winners:
         last = steps[-1]
         theirs = [sign * w.curve[s] for w in winners if (s := last) in w.curve]
         if theirs and sign * t.curve[last] >= float(np.median(theirs)) - 2 * noise:
@@ -458,7 +462,7 @@ def data_checks(evidence: Evidence) -> list[DataCheck]:
         if not balanced:
             detail += "; accuracy rewards always answering it: compare on val_f1_macro, try loss class_weighted/focal"
         checks.append(DataCheck(name="class_balance", ok=balanced, detail=detail))
-    learned = [t.class_recall for t in evidence.trials if t.status == "completed" and t.class_recall]
+    learned = [t.class_recall for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.class_recall]
     if learned and data.label_names:
         never = []
         for label_id, name in enumerate(data.label_names):
@@ -497,7 +501,7 @@ def data_checks(evidence: Evidence) -> list[DataCheck]:
 def compare_best(evidence: Evidence, sign: float) -> Comparison | None:
     """Best vs runner-up among completed trials, with the validation set's interval on the difference."""
     done = sorted(
-        (t for t in evidence.trials if t.status == "completed" and t.value is not None),
+        (t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None),
         key=lambda t: -sign * (t.value or 0.0),
     )
     if len(done) < 2:
@@ -594,9 +598,13 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
         + f"); one validation measurement's noise ±{noise:.3g}"
     )
     findings = param_findings(evidence, scores, noise, importance, sign) if scores else []
-    done = [t for t in evidence.trials if t.status == "completed" and t.value is not None]
+    done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     winners = sorted(done, key=lambda t: -sign * (t.value or 0.0))[:3]
-    diagnoses = [diagnose(t, sign, noise, winners) for t in evidence.trials if t.status not in ("failed", "killed")]
+    diagnoses = [
+        diagnose(t, sign, noise, winners)
+        for t in evidence.trials
+        if t.status not in (TrialStatus.FAILED, TrialStatus.KILLED)
+    ]
     checks = data_checks(evidence)
     comparison = compare_best(evidence, sign)
     if comparison is not None and comparison.distinguishable is not None:

@@ -14,14 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from sweep.blame import scores_at
+from sweep.status import TrialStatus
 
-STATUS_COLORS = {
-    "completed": "#1b7837",
-    "pruned": "#f1a340",
-    "diverged": "#d73027",
-    "failed": "#762a83",
-    "stopped": "#878787",
-    "killed": "#4d4d4d",
+STATUS_COLORS: dict[str, str] = {
+    TrialStatus.COMPLETED: "#1b7837",
+    TrialStatus.PRUNED: "#f1a340",
+    TrialStatus.DIVERGED: "#d73027",
+    TrialStatus.FAILED: "#762a83",
+    TrialStatus.STOPPED: "#878787",
+    TrialStatus.KILLED: "#4d4d4d",
 }
 
 
@@ -81,7 +82,7 @@ def objective_vs_params(evidence: Any, analysis: Any) -> str:
                     x,
                     sign * score,
                     color=STATUS_COLORS.get(t.status, "#000"),
-                    marker="x" if t.status == "pruned" else "o",
+                    marker="x" if t.status == TrialStatus.PRUNED else "o",
                 )
         if choices is not None:
             ax.set_xticks(range(len(choices)), [str(c) for c in choices], rotation=20, fontsize=8)

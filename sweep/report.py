@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sweep.spec import SweepSpec
+from sweep.status import TrialStatus
 
 
 def _fmt(value: Any) -> str:
@@ -18,7 +19,7 @@ def summary_rows(spec: SweepSpec, result: Any) -> list[list[str]]:
     sign = 1.0 if spec.objective.direction == "minimize" else -1.0
 
     def key(t: Any) -> tuple[int, float]:
-        ok = t.status == "completed" and t.value is not None
+        ok = t.status == TrialStatus.COMPLETED and t.value is not None
         return (0 if ok else 1, sign * t.value if ok else 0.0)
 
     rows = []

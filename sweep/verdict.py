@@ -16,6 +16,7 @@ import yaml
 from sweep.blame import Analysis, Evidence, TrialHistory, analyze
 from sweep.run_dir import SPEC_FILE, STATE_FILE
 from sweep.spec import SpecError, SweepSpec, load_spec
+from sweep.status import TrialStatus
 
 REPORT_DIR = "report"  # run_dir/report: report.html, report.md, blame.json, next_sweep.yaml
 Echo = Callable[[str], None]
@@ -38,7 +39,7 @@ def judge(spec: SweepSpec, evidence: Evidence) -> Verdict:
     """Accept when the best completed trial reaches every acceptance rule on a validation split that
     shares no rows with training; else redesign, saying why."""
     sign = 1.0 if spec.objective.direction == "maximize" else -1.0
-    done = [t for t in evidence.trials if t.status == "completed" and t.value is not None]
+    done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     best = max(done, key=lambda t: sign * (t.value or 0.0)) if done else None
     accept = spec.acceptance
     metric, relation = spec.objective.metric, ">=" if spec.objective.direction == "maximize" else "<="
@@ -118,7 +119,7 @@ def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict:
         elif "min_resource" in pruner:
             pruner["min_resource"] = max(int(pruner["min_resource"]), pruned_at) * 2
     improving = sum(1 for d in analysis.trials if d.diagnosis == "still_improving")
-    completed = sum(1 for t in evidence.trials if t.status == "completed")
+    completed = sum(1 for t in evidence.trials if t.status == TrialStatus.COMPLETED)
     optim = out.setdefault("trial", {}).setdefault("optim", {})
     if completed and improving * 2 >= completed and optim.get("max_steps"):
         optim["max_steps"] = int(optim["max_steps"]) * 2
