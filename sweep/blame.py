@@ -565,9 +565,10 @@ def _top_component(
         vote("pruning", late / total, f"{late} pruned trial(s) were level with the eventual winners when pruned")
     if kinds.count("flat") > total / 2:
         vote("data", kinds.count("flat") / total, f"{kinds.count('flat')} of {total} trials learned nothing")
-    for check in checks:
-        if not check.ok:
-            vote("data", 1.5 if check.name == "duplicates_across_split" else 0.5, check.detail)
+    weights = {"duplicates_across_split": 1.5, "unlearned_labels": 1.0, "class_balance": 0.5}
+    for check in checks:  # validation_size says how sure the ranking is, not what is wrong
+        if not check.ok and check.name in weights:
+            vote("data", weights[check.name], check.detail)
     if not votes:
         return "none", "no parameter loses beyond noise and no curve or data check points anywhere"
     top = max(votes, key=lambda c: votes[c])

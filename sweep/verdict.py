@@ -224,7 +224,7 @@ def short_lines(analysis: Analysis, verdict: Verdict) -> list[str]:
     if analysis.comparison is not None:
         lines.append(f"  {analysis.comparison.text}")
     for check in analysis.data:
-        if not check.ok:
+        if not check.ok and check.name != "validation_size":  # that one is the comparison line above
             lines.append(f"  data: {check.detail}")
     return lines
 
