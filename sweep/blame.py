@@ -71,6 +71,8 @@ class DataFacts(_Model):
     class_counts: dict[str, int] = Field(default_factory=dict, description="Training rows per class.")
     label_names: list[str] = Field(default_factory=list, description="Class names by label id.")
     num_val_duplicates: int = Field(0, description="Validation rows whose text also is a training row.")
+    num_scored: int | None = Field(None, description="Validation rows the objective scores (exact match: fewer).")
+    num_folds: int = Field(1, description="k-fold trials report once per fold (step = fold index).")
 
 
 class Evidence(_Model):
@@ -191,14 +193,15 @@ def common_step(trials: Sequence[TrialHistory]) -> int | None:
     return max(ends) if ends else None
 
 
-def scores_at(trials: Sequence[TrialHistory], step: int, sign: float) -> dict[int, float]:
+def scores_at(trials: Sequence[TrialHistory], step: int, sign: float, folds: bool = False) -> dict[int, float]:
     """Objective at ``step`` per trial, signed so that higher is better. A diverged trial counts as
-    worse than anything any trial ever reported (it left nothing usable)."""
+    worse than anything any trial ever reported (it left nothing usable). With ``folds`` the curve is
+    one value per fold: a trial counts with the mean over the folds it ran."""
     scores = {}
     for t in trials:
         if t.status in (TrialStatus.FAILED, TrialStatus.KILLED):
             continue
-        value = _value_at(t.curve, step)
+        value = float(np.mean(list(t.curve.values()))) if folds and t.curve else _value_at(t.curve, step)
         if value is not None and math.isfinite(value) and t.status != TrialStatus.DIVERGED:
             scores[t.number] = sign * value
     seen = [sign * v for t in trials if t.status != TrialStatus.DIVERGED for v in t.curve.values() if math.isfinite(v)]
@@ -213,12 +216,18 @@ def scores_at(trials: Sequence[TrialHistory], step: int, sign: float) -> dict[in
 # --- noise ----------------------------------------------------------------------------------------
 
 
+def _scored_rows(data: DataFacts) -> int:
+    """Rows behind one value of the objective: a k-fold value is a mean over every fold's rows."""
+    return (data.num_scored or data.num_val) * data.num_folds
+
+
 def measurement_noise(evidence: Evidence, scores: Mapping[int, float], sign: float) -> float:
     """The standard error of one validation measurement: binomial in the validation size for
     proportions, else the eval-to-eval jitter of completed trials' last evaluations."""
-    if is_proportion(evidence.objective) and evidence.data.num_val > 0 and scores:
+    n = _scored_rows(evidence.data)
+    if is_proportion(evidence.objective) and n > 0 and scores:
         p = float(np.clip(np.mean([sign * s for s in scores.values()]), 0.05, 0.95))
-        return math.sqrt(p * (1 - p) / evidence.data.num_val)
+        return math.sqrt(p * (1 - p) / n)
     jitter = [
         abs(t.curve[steps[-1]] - t.curve[steps[-2]])
         for t in evidence.trials
@@ -299,7 +308,6 @@ def param_findings(
     noise: float,
     importance: Mapping[str, float],
     sign: float,
-    num_permutations: int = 400,
 ) -> list[ParamFinding]:
     """Keep / blame / no evidence for every searched parameter (fixed ones have nothing to say).
 
@@ -311,7 +319,8 @@ def param_findings(
     set's own noise.
     """
     searched = [p for p, s in evidence.space.items() if s.get("type") != "fixed"]
-    alpha = 0.05 / max(1, len(searched))
+    alpha = 0.05 / max(1, 2 * len(searched))  # Bonferroni over the parameters, and keep vs blame each
+    max_permutations = max(400, math.ceil(20 / alpha))  # enough that p < alpha can be seen at all
     rng = np.random.default_rng(0)
     numbers = list(scores)
     y = np.array([scores[n] for n in numbers])
@@ -349,17 +358,25 @@ def param_findings(
         worst, best, worst_k, best_k = _extremes(adjusted, masks)
         present = labels[i] < len(groups)  # a conditional parameter's values move only where it applies
         null_worst, null_best = [], []
-        for _ in range(num_permutations):
-            shuffled = labels.copy()
-            order = np.arange(len(numbers))
-            order[present] = rng.permutation(order[present])
-            shuffled[i] = labels[i][order]
-            refit = _fit_additive(y, shuffled)
-            w, b, _, _ = _extremes(y - (refit.sum(0) - refit[i]), [m[order] for m in masks])
-            null_worst.append(w)
-            null_best.append(b)
-        p_worst = (1 + sum(w <= worst for w in null_worst)) / (1 + num_permutations)
-        p_best = (1 + sum(b >= best for b in null_best)) / (1 + num_permutations)
+        for start in range(0, max_permutations, 100):  # stop early once a test is clearly out of reach
+            for _ in range(100):
+                shuffled = labels.copy()
+                order = np.arange(len(numbers))
+                order[present] = rng.permutation(order[present])
+                shuffled[i] = labels[i][order]
+                refit = _fit_additive(y, shuffled)
+                w, b, _, _ = _extremes(y - (refit.sum(0) - refit[i]), [m[order] for m in masks])
+                null_worst.append(w)
+                null_best.append(b)
+            hopeless = all(
+                sum(x <= worst for x in null_worst) >= 5 if side == "w" else sum(x >= best for x in null_best) >= 5
+                for side in ("w", "b")
+            )
+            if hopeless and start >= 100:
+                break
+        count = len(null_worst)
+        p_worst = (1 + sum(w <= worst for w in null_worst)) / (1 + count)
+        p_best = (1 + sum(b >= best for b in null_best)) / (1 + count)
 
         def floor(k: int, masks: list[np.ndarray] = masks) -> float:
             inside = int(masks[k].sum())
@@ -392,8 +409,11 @@ def param_findings(
 # --- per-trial curves -------------------------------------------------------------------------------
 
 
-def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[TrialHistory]) -> TrialDiagnosis:
-    """What a trial's curves say: diverged, still improving, overfit, flat, a late bloomer, or ok."""
+def diagnose(
+    t: TrialHistory, sign: float, noise: float, winners: Sequence[TrialHistory], folds: bool = False
+) -> TrialDiagnosis:
+    """What a trial's curves say: diverged, still improving, overfit, flat, a late bloomer, or ok.
+    A k-fold trial's "curve" runs over folds, not steps: only divergence is read from it."""
     steps = sorted(t.curve)
 
     def verdict(kind: Any, reason: str) -> TrialDiagnosis:
@@ -406,6 +426,8 @@ def diagnose(t: TrialHistory, sign: float, noise: float, winners: Sequence[Trial
             "diverged",
             f"loss became NaN/inf{at}" + (f" with learning rate {lr:.3g}" if lr else "") + ": learning rate too high",
         )
+    if folds:
+        return verdict("ok", "")
     if len(steps) >= 2:
         values = np.array([sign * t.curve[s] for s in steps])
         tol = max(2 * noise, 1e-9)
@@ -466,9 +488,9 @@ def data_checks(evidence: Evidence) -> list[DataCheck]:
     if learned and data.label_names:
         never = []
         for label_id, name in enumerate(data.label_names):
-            best = max((r.get(str(label_id), 0.0) for r in learned), default=0.0)
-            if best <= 0.1:
-                never.append(f"'{name}' (best recall {best:.2f})")
+            seen = [r[str(label_id)] for r in learned if str(label_id) in r]
+            if seen and max(seen) <= 0.1:  # a label absent from validation says nothing
+                never.append(f"'{name}' (best recall {max(seen):.2f})")
         checks.append(
             DataCheck(
                 name="unlearned_labels",
@@ -511,7 +533,7 @@ def compare_best(evidence: Evidence, sign: float) -> Comparison | None:
     diff = best.value - second.value
     half = None
     if is_proportion(evidence.objective) and evidence.data.num_val:
-        n = evidence.data.num_val
+        n = _scored_rows(evidence.data)
         p1, p2 = (float(np.clip(v, 0, 1)) for v in (best.value, second.value))
         half = 1.96 * math.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
     distinguishable = None if half is None else abs(diff) > half
@@ -521,7 +543,7 @@ def compare_best(evidence: Evidence, sign: float) -> Comparison | None:
         judged = "distinguishable" if distinguishable else "not distinguishable"
         text = (
             f"trial {best.number} beats trial {second.number} by {abs(diff):.3g} ± {half:.3g} "
-            f"on {evidence.data.num_val} validation rows: {judged}"
+            f"on {_scored_rows(evidence.data)} validation rows: {judged}"
         )
     return Comparison(
         best=best.number,
@@ -581,7 +603,8 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
     for t in evidence.trials:
         counts[t.status] = counts.get(t.status, 0) + 1
     step = common_step(evidence.trials)
-    scores = scores_at(evidence.trials, step, sign) if step is not None else {}
+    folds = evidence.data.num_folds > 1
+    scores = scores_at(evidence.trials, step, sign, folds) if step is not None else {}
     noise = measurement_noise(evidence, scores, sign)
     importance: dict[str, float] = {}
     method = "none (fewer than 4 trials to compare)"
@@ -602,7 +625,7 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     winners = sorted(done, key=lambda t: -sign * (t.value or 0.0))[:3]
     diagnoses = [
-        diagnose(t, sign, noise, winners)
+        diagnose(t, sign, noise, winners, folds)
         for t in evidence.trials
         if t.status not in (TrialStatus.FAILED, TrialStatus.KILLED)
     ]

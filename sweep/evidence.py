@@ -7,14 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 from sweep.blame import DataFacts, Evidence, TrialHistory
+from sweep.space import FixedParam
 from sweep.spec import SweepSpec
+
+
+def fixed_params(spec: SweepSpec) -> dict[str, Any]:
+    """The space's fixed values (the study records only what it sampled)."""
+    return {p: v.value for p, v in spec.space.items() if isinstance(v, FixedParam) and not v.when}
 
 
 def data_facts(spec: SweepSpec) -> DataFacts:
     """Split sizes, training class counts and validation rows that also are training rows."""
     from trainers.data import load_rows, make_splits
 
-    cfg = spec.trial_config({})
+    cfg = spec.trial_config(fixed_params(spec))
     rows = load_rows(cfg.data, cfg.task)
     splits = make_splits(rows, cfg.split)
     fold = splits.folds[0]
@@ -29,10 +35,15 @@ def data_facts(spec: SweepSpec) -> DataFacts:
 
     train_texts = {key(int(i)) for i in fold.train}
     duplicates = sum(1 for i in fold.val if key(int(i)) in train_texts)
+    scored = len(fold.val)
+    if "exact_match" in spec.objective.metric:  # greedy answers are generated for the first rows only
+        scored = min(scored, cfg.eval.max_generate_examples)
     return DataFacts(
         task=cfg.task,
         num_train=len(fold.train),
         num_val=len(fold.val),
+        num_scored=scored,
+        num_folds=cfg.split.num_folds or 1,
         num_test=len(splits.test),
         class_counts=counts,
         label_names=list(rows.label_names),
@@ -49,6 +60,7 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
     test_metric = metric.replace("val_", "test_", 1)
     secondary = spec.acceptance.secondary.metric if spec.acceptance.secondary else None
     curves = trial_curves(uri, parent_id, ["train_loss", "val_loss"])
+    fixed = fixed_params(spec)
     trials = []
     for t in study_trials(storage, spec.name):
         recorded: dict[str, Any] = curves.get(t["number"], {})
@@ -58,7 +70,7 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
             TrialHistory(
                 number=t["number"],
                 status=t["status"],
-                params=t["params"],
+                params={**fixed, **t["params"]},
                 curve=t["curve"],
                 train_loss=histories.get("train_loss", {}),
                 val_loss=histories.get("val_loss", {}),

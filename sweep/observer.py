@@ -153,14 +153,13 @@ class ModelFiles:
                 log.debug("best trial %s left no model to publish", best.ray_id)
             return  # an earlier (resumed) run already published this best
         target.mkdir(exist_ok=True)
+        shutil.rmtree(target / BEST_MODEL, ignore_errors=True)  # an earlier best's files must not ride along
         config = spec.trial_config(best.params).model_dump(mode="json")
         config["output_dir"] = None
         (target / BEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        recorder.log_artifacts(best.ray_id, target, None)  # best_config.yaml
-        shutil.rmtree(target / BEST_MODEL, ignore_errors=True)
         shutil.copytree(source, target / BEST_MODEL)
         shutil.rmtree(source, ignore_errors=True)
-        recorder.log_artifacts(best.ray_id, target / BEST_MODEL, BEST_MODEL)
+        recorder.log_artifacts(best.ray_id, target, None)  # best_config.yaml and model/
 
 
 class Progress:

@@ -28,7 +28,7 @@ STATUS_COLORS: dict[str, str] = {
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]
@@ -66,7 +66,7 @@ def objective_vs_params(evidence: Any, analysis: Any) -> str:
     if not params or analysis.common_step is None:
         return ""
     sign = 1.0 if evidence.direction == "maximize" else -1.0
-    scores = scores_at(evidence.trials, analysis.common_step, sign)
+    scores = scores_at(evidence.trials, analysis.common_step, sign, evidence.data.num_folds > 1)
     cols = min(3, len(params))
     rows = math.ceil(len(params) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, constrained_layout=True)
@@ -112,7 +112,7 @@ def parallel(evidence: Any, analysis: Any) -> str:
     if not params or analysis.common_step is None:
         return ""
     sign = 1.0 if evidence.direction == "maximize" else -1.0
-    scores = scores_at(evidence.trials, analysis.common_step, sign)
+    scores = scores_at(evidence.trials, analysis.common_step, sign, evidence.data.num_folds > 1)
     by_number = {t.number: t for t in evidence.trials}
     axes_values: dict[str, dict[int, float]] = {}
     for param in params:

@@ -235,25 +235,26 @@ def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     short: str | None = None
-    if address in (None, "local"):
-        # the dashboard comes with ray[default]; without it Ray runs headless
-        has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
-        temp_dir, in_tmp = _temp_dir(run_dir)
-        short = temp_dir if in_tmp else None
-        info = ray.init(
-            address="local",
-            include_dashboard=has_dashboard,
-            dashboard_host="127.0.0.1",
-            _temp_dir=temp_dir,
-            **kwargs,
-        )
-    else:
-        info = ray.init(address=address, **kwargs)
-    url = getattr(info, "dashboard_url", "") or ""
     try:
+        if address in (None, "local"):
+            # the dashboard comes with ray[default]; without it Ray runs headless
+            has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
+            temp_dir, in_tmp = _temp_dir(run_dir)
+            short = temp_dir if in_tmp else None
+            info = ray.init(
+                address="local",
+                include_dashboard=has_dashboard,
+                dashboard_host="127.0.0.1",
+                _temp_dir=temp_dir,
+                **kwargs,
+            )
+        else:
+            info = ray.init(address=address, **kwargs)
+        url = getattr(info, "dashboard_url", "") or ""
         yield f"http://{url}" if url and not url.startswith("http") else url
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
         if short is not None:
             _keep_logs(Path(short), run_dir.resolve())
 

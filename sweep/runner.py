@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from collections.abc import Mapping
@@ -97,8 +98,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 
     started = time.time()
     run_dir = resume_dir or new_run_dir(spec.execution.runs_dir, spec.name)
-    if not resume_dir:
-        (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
+    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
     study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step)
     bridge = optuna_study.StudyBridge(study, spec.space)
@@ -158,7 +159,13 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     if spec.execution.verdict and not interrupted:
         from sweep.verdict import make_report
 
-        report = make_report(run_dir, echo=lambda line: None)  # the summary prints it, after the table
+        try:
+            report = make_report(run_dir, echo=lambda line: None)  # the summary prints it, after the table
+        except Exception as exc:  # the sweep is recorded either way; the verdict can be asked for again
+            logging.getLogger(__name__).debug("verdict failed", exc_info=True)
+            echo(
+                f"error: the verdict could not be written ({type(exc).__name__}: {exc}); retry: sweep report {run_dir}"
+            )
     return SweepResult(
         run_dir,
         recorder.uri,

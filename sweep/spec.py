@@ -204,6 +204,11 @@ def _check(spec: SweepSpec) -> list[str]:
         problems.append(
             "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)"
         )
+    elif accept.confirm_on_test and template.split.num_folds is not None:
+        problems.append(
+            "acceptance.confirm_on_test: k-fold trials are not scored on the test split; "
+            "drop trial.split.num_folds or confirm_on_test"
+        )
     return problems + spec.pruner.problems(template, None) + spec.sampler.problems(spec.space)
 
 

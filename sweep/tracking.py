@@ -227,37 +227,48 @@ def trial_curves(uri: str, parent_id: str, metrics: list[str]) -> dict[int, dict
 def record_verdict(
     uri: str, parent_id: str, tags: Mapping[str, str], metrics: Mapping[str, float], files: list[Path]
 ) -> None:
-    """Tags, metrics and artifacts of the verdict on the sweep's parent run. Metrics carry a fixed
-    timestamp and step, so recording the same verdict again adds nothing."""
+    """Tags, metrics and artifacts of the verdict on the sweep's parent run. Metrics carry the sweep's
+    end time and step 0, so recording the same verdict again adds nothing, and a verdict after a
+    resume (a later end) is the one MLflow shows."""
     client = MlflowClient(tracking_uri=uri)
-    stale = [k for k in client.get_run(parent_id).data.tags if k.startswith(("keep.", "blame.")) and k not in tags]
-    for key in stale:  # a regenerated report drops what it no longer claims
-        client.delete_tag(parent_id, key)
-    batch = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
+    run = client.get_run(parent_id)
+    ours = ("keep.", "blame.", "verdict.registered_model")
+    for key in [k for k in run.data.tags if k.startswith(ours) and k not in tags]:
+        client.delete_tag(parent_id, key)  # a regenerated report drops what it no longer claims
+    stamp = run.info.end_time or run.info.start_time
+    batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
     client.log_batch(parent_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in tags.items()])
     for path in files:
         client.log_artifact(parent_id, str(path), "verdict")
 
 
+def has_model(uri: str, run_id: str) -> bool:
+    """Whether a trial's run holds a ``model`` artifact (the sweep publishes the best one)."""
+    return bool(MlflowClient(tracking_uri=uri).list_artifacts(run_id, "model"))
+
+
 def register_candidate(
     uri: str, name: str, trial_run_id: str, parent_id: str, tags: Mapping[str, str], description: str
 ) -> tuple[str, str]:
-    """Register the best trial's model (its run's ``model`` artifact) with alias ``candidate``; a sweep
-    registers at most one version: asking again returns the one it has."""
+    """Register the best trial's model (its run's ``model`` artifact) with alias ``candidate``. One
+    version per (sweep, trial): asking again returns it and moves nothing."""
     client = MlflowClient(tracking_uri=uri)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name, description="Models accepted by finetune-sweep verdicts.")
-    found = client.search_model_versions(f"name = '{name}' and tags.`sweep.parent_run_id` = '{parent_id}'")
+    found = [
+        v
+        for v in client.search_model_versions(f"name = '{name}' and tags.`sweep.parent_run_id` = '{parent_id}'")
+        if v.run_id == trial_run_id
+    ]
     if found:
-        version = found[0].version
-    else:
-        version = client.create_model_version(
-            name,
-            source=f"runs:/{trial_run_id}/model",
-            run_id=trial_run_id,
-            tags={**tags, "sweep.parent_run_id": parent_id},
-            description=description,
-        ).version
+        return name, str(found[0].version)
+    version = client.create_model_version(
+        name,
+        source=f"runs:/{trial_run_id}/model",
+        run_id=trial_run_id,
+        tags={**tags, "sweep.parent_run_id": parent_id},
+        description=description,
+    ).version
     client.set_registered_model_alias(name, "candidate", version)
     return name, str(version)
 

@@ -35,12 +35,14 @@ def _reaches(value: float | None, threshold: float, direction: str) -> bool:
     return value is not None and (value >= threshold if direction == "maximize" else value <= threshold)
 
 
-def judge(spec: SweepSpec, evidence: Evidence) -> Verdict:
+def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -> Verdict:
     """Accept when the best completed trial reaches every acceptance rule on a validation split that
-    shares no rows with training; else redesign, saying why."""
+    shares no rows with training; else redesign, saying why. ``best_number`` is the trial the sweep
+    kept the model of (ties go to the trial that finished first)."""
     sign = 1.0 if spec.objective.direction == "maximize" else -1.0
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
-    best = max(done, key=lambda t: sign * (t.value or 0.0)) if done else None
+    kept = [t for t in done if t.number == best_number]
+    best = kept[0] if kept else max(done, key=lambda t: sign * (t.value or 0.0)) if done else None
     accept = spec.acceptance
     metric, relation = spec.objective.metric, ">=" if spec.objective.direction == "maximize" else "<="
     if accept.threshold is None:
@@ -112,17 +114,18 @@ def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict:
             space[finding.param] = {"type": "fixed", "value": best[finding.param]}
     late = [d.number for d in analysis.trials if d.diagnosis == "late_bloomer"]
     pruner = out.get("pruner", {})
-    if len(late) >= 2:  # pruned on noise: wait longer before judging
+    last = max((max(t.curve) for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.curve), default=0)
+    if len(late) >= 2 and last:  # pruned on noise: wait longer before judging, never past the last report
         pruned_at = max(max(t.curve) for t in evidence.trials if t.number in late)
         if "warmup_steps" in pruner:
-            pruner["warmup_steps"] = max(int(pruner["warmup_steps"]), pruned_at) * 2
+            pruner["warmup_steps"] = min(max(int(pruner["warmup_steps"]), pruned_at) * 2, last - 1)
         elif "min_resource" in pruner:
-            pruner["min_resource"] = max(int(pruner["min_resource"]), pruned_at) * 2
+            pruner["min_resource"] = min(max(int(pruner["min_resource"]), pruned_at) * 2, last)
     improving = sum(1 for d in analysis.trials if d.diagnosis == "still_improving")
     completed = sum(1 for t in evidence.trials if t.status == TrialStatus.COMPLETED)
-    optim = out.setdefault("trial", {}).setdefault("optim", {})
-    if completed and improving * 2 >= completed and optim.get("max_steps"):
-        optim["max_steps"] = int(optim["max_steps"]) * 2
+    max_steps = spec.trial_config({}).optim.max_steps
+    if completed and improving * 2 >= completed and max_steps and "optim.max_steps" not in space:
+        out.setdefault("trial", {}).setdefault("optim", {})["max_steps"] = max_steps * 2
     return out
 
 
@@ -169,25 +172,30 @@ def make_report(target: str | Path, *, tracking_uri: str | None = None, echo: Ec
     uri, parent_id = state["tracking_uri"], state["parent_run_id"]
     evidence, run_ids = gather(spec, state["storage"], uri, parent_id)
     analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
-    verdict = judge(spec, evidence)
+    parent_tags = tracking.sweep_state(uri, parent_id)
+    kept = parent_tags.get("sweep.best_trial", "None")
+    verdict = judge(spec, evidence, int(kept) if kept.isdigit() else None)
     verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
-    if verdict.decision == "accept" and verdict.best is not None:
-        best = verdict.best
-        name = spec.acceptance.model_name or spec.name
-        verdict.registered = tracking.register_candidate(
-            uri,
-            name,
-            run_ids[best.number],
-            parent_id,
-            {
-                "config": json.dumps(spec.trial_config(best.params).model_dump(mode="json"))[:5000],
-                spec.objective.metric: str(best.value),
-                "data.fingerprint": tracking.sweep_state(uri, parent_id).get("data.fingerprint", ""),
-                "split.fingerprint": tracking.sweep_state(uri, parent_id).get("split.fingerprint", ""),
-                "sweep.name": spec.name,
-            },
-            f"Trial {best.number} of sweep '{spec.name}': " + "; ".join(verdict.reasons),
-        )
+    best = verdict.best
+    if verdict.decision == "accept" and best is not None:
+        run_id = run_ids.get(best.number)
+        if run_id is None or not tracking.has_model(uri, run_id):
+            verdict.reasons.append("no model to register: the sweep kept none (execution.save_best_model)")
+        else:
+            verdict.registered = tracking.register_candidate(
+                uri,
+                spec.acceptance.model_name or spec.name,
+                run_id,
+                parent_id,
+                {
+                    "config": json.dumps(spec.trial_config(best.params).model_dump(mode="json"))[:5000],
+                    spec.objective.metric: str(best.value),
+                    "data.fingerprint": parent_tags.get("data.fingerprint", ""),
+                    "split.fingerprint": parent_tags.get("split.fingerprint", ""),
+                    "sweep.name": spec.name,
+                },
+                f"Trial {best.number} of sweep '{spec.name}': " + "; ".join(verdict.reasons),
+            )
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     files = render(out, spec, evidence, analysis, verdict)

@@ -316,3 +316,35 @@ def test_a_label_no_trial_learns_is_a_data_problem():
         c for c in analyze(_evidence(trials, dict(NO_EFFECT), **facts), None).data if c.name == "unlearned_labels"
     )
     assert check.ok
+
+
+def test_k_fold_trials_are_scored_by_their_fold_mean_and_not_read_as_curves():
+    # a k-fold trial reports once per fold (step = fold index): fold-to-fold wiggles are not learning
+    space = {"loss.name": {"type": "categorical", "choices": ["cross_entropy", "focal"]}}
+    trials = []
+    for n in range(12):
+        loss = ["cross_entropy", "focal"][n % 2]
+        base = 0.9 if loss == "focal" else 0.6
+        folds = {f: base + 0.01 * ((n + f) % 3 - 1) for f in range(5)}
+        trials.append(
+            TrialHistory(
+                number=n,
+                status="completed",
+                params={"loss.name": loss},
+                curve=folds,
+                train_loss=dict.fromkeys(range(5), 0.3),
+                value=float(np.mean(list(folds.values()))),
+            )
+        )
+    analysis = analyze(_evidence(trials, space, num_folds=5, num_val=80), None)
+    assert {d.diagnosis for d in analysis.trials} == {"ok"}
+    assert _finding(analysis, "loss.name").blame.values == ["cross_entropy"]
+    assert analysis.comparison.text.endswith("on 400 validation rows: not distinguishable")  # 5 folds x 80 rows
+
+
+def test_a_label_absent_from_validation_is_not_called_unlearned():
+    rng = np.random.default_rng(10)
+    trials = [_trial(n, {}, 0.9, rng, class_recall={"0": 0.95, "1": 0.9}) for n in range(3)]
+    facts = {"class_counts": {"a": 700, "b": 690, "rare": 2}, "label_names": ["a", "b", "rare"]}
+    check = next(c for c in analyze(_evidence(trials, {}, **facts), None).data if c.name == "unlearned_labels")
+    assert check.ok

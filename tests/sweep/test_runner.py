@@ -160,7 +160,7 @@ def test_publish_moves_the_best_adapter_with_its_labels_and_config(tmp_path):
     assert not (models / "a").exists()
     config = yaml.safe_load((published / "best_config.yaml").read_text())
     assert config["optim"]["learning_rate"] == 0.02 and config["output_dir"] is None
-    assert recorder.artifacts[-1] == ("a", ["adapter_config.json", "adapter_model.safetensors", "labels.json"], "model")
+    assert recorder.artifacts == [("a", ["best_config.yaml", "model"], None)]  # one upload: config and model/
 
 
 def _plan_spec(**parts):

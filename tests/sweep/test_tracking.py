@@ -87,3 +87,27 @@ def test_resume_reopens_parent_and_knows_its_trials(tmp_path):
 
 def test_flatten_nests_with_dots():
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": "1", "a.c.d": "x", "e": "[1, 2]"}
+
+
+def test_one_registered_version_per_sweep_and_trial(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweep.tracking import register_candidate, registered_versions
+
+    rec = _recorder(tmp_path)
+    parent = rec.start_sweep("demo", {}, {}, {})
+    for key in ("a", "b"):
+        rec.start_trial(key, 0, {})
+        model = tmp_path / key
+        model.mkdir()
+        (model / "adapter_config.json").write_text("{}")
+        rec.log_artifacts(key, model, "model")
+    first = register_candidate(rec.uri, "m", rec.trial_runs["a"], parent, {"x": "1"}, "d")
+    assert register_candidate(rec.uri, "m", rec.trial_runs["a"], parent, {"x": "1"}, "d") == first == ("m", "1")
+    assert len(registered_versions(rec.uri, "m")) == 1
+    # a resumed sweep with a better trial registers that one, and the alias follows
+    assert register_candidate(rec.uri, "m", rec.trial_runs["b"], parent, {}, "d") == ("m", "2")
+    client = MlflowClient(rec.uri)
+    assert str(client.get_model_version_by_alias("m", "candidate").version) == "2"
+    register_candidate(rec.uri, "m", rec.trial_runs["a"], parent, {}, "d")  # asking for the old one moves nothing
+    assert str(client.get_model_version_by_alias("m", "candidate").version) == "2"
