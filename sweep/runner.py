@@ -42,6 +42,19 @@ class SweepPlan:
     max_last_step: int  # the largest step any trial of the space reports (ASHA's max_t, Hyperband's max)
 
 
+STEP_PATHS = (
+    "optim.max_steps",
+    "optim.num_epochs",
+    "optim.batch_size",
+    "optim.grad_accum_steps",
+    "data.max_rows",
+    "split.val_fraction",
+    "split.test_fraction",
+    "split.num_folds",
+)
+"""Trial fields that change how many steps a trial runs (with the data size)."""
+
+
 def preflight(spec: SweepSpec) -> SweepPlan:
     """Load the data and check the model against every value the space can give, in the driver,
     before Ray starts: a data mistake is exit code 2, not N failed trials."""
@@ -53,19 +66,35 @@ def preflight(spec: SweepSpec) -> SweepPlan:
     except ConfigError as exc:  # the template itself fails: every space value would repeat it
         raise SpecError([f"trial.{line}" for line in exc.problems]) from None
     problems: list[str] = []
-    last_steps = [plan.last_step]
     for path, p in spec.space.items():
-        if not path.startswith(("model.", "data.", "split.", "optim.")):
+        if not path.startswith(("model.", "data.", "split.")):
             continue
         for value in candidate_values(p):
             try:
-                last_steps.append(plan_trial(spec.trial_config({path: value})).last_step)
+                plan_trial(spec.trial_config({path: value}))
             except ConfigError as exc:
                 problems.append(f"space.{path}: value {value!r} fails: {exc.problems[0]}")
-    problems += spec.pruner.problems(spec.trial_config({}), max(last_steps))
     if problems:
         raise SpecError(problems)
-    return SweepPlan(plan.fingerprints, max(last_steps))
+    max_last_step = _max_last_step(spec, plan.last_step)
+    problems = spec.pruner.problems(spec.trial_config({}), max_last_step)
+    if problems:
+        raise SpecError(problems)
+    return SweepPlan(plan.fingerprints, max_last_step)
+
+
+def _max_last_step(spec: SweepSpec, template_last: int) -> int:
+    """The largest last step over every combination of the space's step-changing values (ASHA's max_t)."""
+    import itertools
+
+    paths = [path for path in spec.space if path in STEP_PATHS]
+    choices = [candidate_values(spec.space[path]) for path in paths]
+    largest = template_last
+    for combo in itertools.islice(itertools.product(*choices), 512):
+        last = last_step_of(spec, dict(zip(paths, combo, strict=True)))
+        if last is not None:
+            largest = max(largest, last)
+    return largest
 
 
 def last_step_of(spec: SweepSpec, params: Mapping[str, Any]) -> int | None:

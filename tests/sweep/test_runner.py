@@ -176,6 +176,14 @@ def test_preflight_plans_the_largest_last_step_of_the_space():
     assert preflight(_plan_spec()).max_last_step == 24  # 192 training rows / 8
     spec = _plan_spec(space={"optim.num_epochs": {"type": "float", "low": 1.0, "high": 2.0}})
     assert preflight(spec).max_last_step == 48
+    # the largest is a combination: small batches of the most rows (192 training rows of 240; 480 of 600)
+    spec = _plan_spec(
+        space={
+            "optim.batch_size": {"type": "categorical", "choices": [8, 32]},
+            "data.max_rows": {"type": "categorical", "choices": [240, 600]},
+        }
+    )
+    assert preflight(spec).max_last_step == 60  # 480 / 8
 
 
 def test_a_first_rung_past_the_last_step_is_an_error_before_ray_starts():
