@@ -85,7 +85,11 @@ def test_learning_rate_too_high_diverges_and_is_blamed_then_the_best_is_accepted
         _keyword_data(tmp_path / "kw.csv"),
         space,
         sampler={"kind": "random", "seed": 0},
-        acceptance={"threshold": 0.9},
+        budget={"num_trials": 20, "max_concurrent_trials": 2},
+        # validation loss, not accuracy: a rate too high for learning but short of NaN shows as a high
+        # loss, where accuracy would call it chance like every trial that has not learned yet
+        objective={"metric": "val_loss", "direction": "minimize"},
+        acceptance={"threshold": 0.3},
     )
     result = run_sweep(spec, echo=lambda line: None)
     report = result.report
