@@ -113,12 +113,6 @@ class ParamFinding(_Model):
     num_trials: int = 0
     note: str = ""
 
-    @property
-    def verdict(self) -> str:
-        if self.blame is not None:
-            return "blame"
-        return "keep" if self.keep is not None else "no evidence"
-
 
 class TrialDiagnosis(_Model):
     number: int
@@ -368,11 +362,10 @@ def param_findings(
                 w, b, _, _ = _extremes(y - (refit.sum(0) - refit[i]), [m[order] for m in masks])
                 null_worst.append(w)
                 null_best.append(b)
-            hopeless = all(
-                sum(x <= worst for x in null_worst) >= 5 if side == "w" else sum(x >= best for x in null_best) >= 5
-                for side in ("w", "b")
-            )
-            if hopeless and start >= 100:
+            n = len(null_worst)
+            exceed = (sum(x <= worst for x in null_worst), sum(x >= best for x in null_best))
+            # each side decided: clearly not significant (5 exceedances), or clearly significant
+            if start >= 100 and all(k >= 5 or (1 + k) / (1 + n) < alpha / 3 for k in exceed):
                 break
         count = len(null_worst)
         p_worst = (1 + sum(w <= worst for w in null_worst)) / (1 + count)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sweep.blame import Analysis, Evidence, TrialHistory, analyze
 from sweep.run_dir import SPEC_FILE, STATE_FILE
 from sweep.spec import SpecError, SweepSpec, load_spec
@@ -235,7 +233,3 @@ def short_lines(analysis: Analysis, verdict: Verdict) -> list[str]:
         if not check.ok and check.name != "validation_size":  # that one is the comparison line above
             lines.append(f"  data: {check.detail}")
     return lines
-
-
-def next_sweep_yaml(verdict: Verdict) -> str:
-    return yaml.safe_dump(verdict.next_sweep, sort_keys=False)
