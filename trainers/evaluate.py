@@ -75,6 +75,28 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 @torch.no_grad()
+def _row_outputs(
+    model: torch.nn.Module,
+    enc: Encoded,
+    rows: np.ndarray,
+    tokenizer: Any,
+    device: torch.device,
+    batch_size: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs for ``rows`` (fp32, on the CPU) and each row's target, in batches."""
+    model.eval()
+    outputs, targets = [], []
+    for chunk in _chunks(rows, batch_size):
+        batch = batch_row_targets(enc, chunk, tokenizer, device, dtype)
+        with autocast(device):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        outputs.append(out.float().cpu())
+        targets.append(batch["labels"].cpu())
+    model.train()
+    return torch.cat(outputs), torch.cat(targets)
+
+
 def evaluate_classification(
     model: torch.nn.Module,
     enc: Encoded,
@@ -83,27 +105,17 @@ def evaluate_classification(
     device: torch.device,
     batch_size: int,
 ) -> dict[str, float]:
-    model.eval()
-    total_loss, preds, golds = 0.0, [], []
-    for chunk in _chunks(rows, batch_size):
-        batch = batch_row_targets(enc, chunk, tokenizer, device, torch.long)
-        with autocast(device):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total_loss += F.cross_entropy(logits.float(), batch["labels"], reduction="sum").item()
-        preds.append(logits.argmax(-1).cpu().numpy())
-        golds.append(batch["labels"].cpu().numpy())
-    model.train()
-    y_pred, y_true = np.concatenate(preds), np.concatenate(golds)
+    logits, labels = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
+    y_pred, y_true = logits.argmax(-1).numpy(), labels.numpy()
     recall = {f"val_recall_{c}": float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)}
     return {
-        "val_loss": total_loss / len(rows),
+        "val_loss": float(F.cross_entropy(logits, labels).item()),
         "val_accuracy": float((y_pred == y_true).mean()),
         "val_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         **recall,  # per label id: a class no trial ever predicts shows as 0 here
     }
 
 
-@torch.no_grad()
 def evaluate_regression(
     model: torch.nn.Module,
     enc: Encoded,
@@ -113,16 +125,8 @@ def evaluate_regression(
     batch_size: int,
 ) -> dict[str, float]:
     """Squared and absolute error of the predicted numbers, and their Pearson correlation with the truth."""
-    model.eval()
-    preds, golds = [], []
-    for chunk in _chunks(rows, batch_size):
-        batch = batch_row_targets(enc, chunk, tokenizer, device, torch.float32)
-        with autocast(device):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        preds.append(out.float().squeeze(-1).cpu().numpy())
-        golds.append(batch["labels"].cpu().numpy())
-    model.train()
-    return regression_metrics(np.concatenate(preds), np.concatenate(golds))
+    out, target = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.float32)
+    return regression_metrics(out.squeeze(-1).numpy(), target.numpy())
 
 
 def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

@@ -83,13 +83,27 @@ class Task:
         raise NotImplementedError
 
 
-class Classification(Task):
+class _OneTargetPerRow(Task):
+    """Text in, one target per row out (a class id, or a number): the batching they share."""
+
+    target_dtype: ClassVar[str]
+
+    def batch(self, enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        import torch
+
+        from trainers.evaluate import batch_row_targets
+
+        return batch_row_targets(enc, rows, tokenizer, device, getattr(torch, self.target_dtype))
+
+
+class Classification(_OneTargetPerRow):
     name = "classification"
     metrics = ("train_loss", "val_loss", "val_accuracy", "val_f1_macro")
     """Also ``val_recall_<label id>`` per class present in the validation rows (not an objective)."""
     losses = ("cross_entropy", "label_smoothing", "focal", "class_weighted")
     columns = ("text_column", "label_column")
     demo_file = "sentiment.csv"
+    target_dtype = "long"
     auto_model = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     stratify = True
@@ -104,13 +118,6 @@ class Classification(Task):
 
     def model_kwargs(self, num_outputs: int) -> dict[str, Any]:
         return {"num_labels": num_outputs}
-
-    def batch(self, enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
-        import torch
-
-        from trainers.evaluate import batch_row_targets
-
-        return batch_row_targets(enc, rows, tokenizer, device, torch.long)
 
     def loss(self, cfg: LossConfig, rows: Rows, train: np.ndarray) -> LossFn:
         from trainers.losses import classification_loss
@@ -131,7 +138,7 @@ class Classification(Task):
         return evaluate_classification(model, enc, rows, tokenizer, device, cfg.batch_size)
 
 
-class Regression(Task):
+class Regression(_OneTargetPerRow):
     """Text -> a number (STS-B-like scores, ratings): a one-output head trained on squared error."""
 
     name = "regression"
@@ -139,6 +146,7 @@ class Regression(Task):
     losses = ("mse", "huber")
     columns = ("text_column", "label_column")
     demo_file = "ratings.csv"
+    target_dtype = "float32"
     auto_model = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
 
@@ -152,13 +160,6 @@ class Regression(Task):
 
     def model_kwargs(self, num_outputs: int) -> dict[str, Any]:
         return {"num_labels": 1, "problem_type": "regression"}
-
-    def batch(self, enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
-        import torch
-
-        from trainers.evaluate import batch_row_targets
-
-        return batch_row_targets(enc, rows, tokenizer, device, torch.float32)
 
     def loss(self, cfg: LossConfig, rows: Rows, train: np.ndarray) -> LossFn:
         from trainers.losses import regression_loss
