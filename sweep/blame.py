@@ -179,9 +179,7 @@ def common_step(trials: Sequence[TrialHistory]) -> int | None:
     """The step trials are compared at: the last step of the trials that ran to their end. A trial
     stopped earlier (pruned, out of time) counts with its value at the last step it reached, as the
     pruner judged it; ``late_bloomer`` diagnoses say where that judgement looks premature."""
-    reported = [
-        t for t in trials if t.curve and t.status not in (TrialStatus.FAILED, TrialStatus.KILLED, TrialStatus.DIVERGED)
-    ]
+    reported = [t for t in trials if t.curve and not t.status.left_no_result and t.status != TrialStatus.DIVERGED]
     finished = [max(t.curve) for t in reported if t.status == TrialStatus.COMPLETED]
     ends = finished or [max(t.curve) for t in reported]
     return max(ends) if ends else None
@@ -193,7 +191,7 @@ def scores_at(trials: Sequence[TrialHistory], step: int, sign: float, folds: boo
     one value per fold: a trial counts with the mean over the folds it ran."""
     scores = {}
     for t in trials:
-        if t.status in (TrialStatus.FAILED, TrialStatus.KILLED):
+        if t.status.left_no_result:
             continue
         value = float(np.mean(list(t.curve.values()))) if folds and t.curve else _value_at(t.curve, step)
         if value is not None and math.isfinite(value) and t.status != TrialStatus.DIVERGED:
@@ -617,11 +615,7 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
     findings = param_findings(evidence, scores, noise, importance, sign) if scores else []
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     winners = sorted(done, key=lambda t: -sign * (t.value or 0.0))[:3]
-    diagnoses = [
-        diagnose(t, sign, noise, winners, folds)
-        for t in evidence.trials
-        if t.status not in (TrialStatus.FAILED, TrialStatus.KILLED)
-    ]
+    diagnoses = [diagnose(t, sign, noise, winners, folds) for t in evidence.trials if not t.status.left_no_result]
     checks = data_checks(evidence)
     comparison = compare_best(evidence, sign)
     if comparison is not None and comparison.distinguishable is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sweep.spec import SpecError, SweepError, load_spec
+from trainers.config import ConfigError
 
 EXIT_USER_ERROR = 2
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         return command(args)
-    except SpecError as exc:
+    except ConfigError as exc:  # a SpecError, or a trial's own check reached through the spec
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -40,6 +40,7 @@ class TrialRecord:
     outcome: TrialOutcome | None = None
     ended: float | None = None
     error: str | None = None
+    retries: int = 0
 
 
 class TrialBook:
@@ -76,7 +77,7 @@ class TrialBook:
             rec.step = final.diverged_step if rec.status == TrialStatus.DIVERGED else final.final_step
             rec.value = final.final_metrics.get(self.objective)
         elif isinstance(final, TrialFailure):
-            rec.status, rec.error = TrialStatus.FAILED, final.error
+            rec.status, rec.error = TrialStatus(final.status), final.error
         else:
             rec.status = TrialStatus.PRUNED if pruned else TrialStatus.FAILED
         if self.beats_best(rec):
@@ -144,39 +145,68 @@ class ModelFiles:
         if self.models_dir is not None:
             shutil.rmtree(self.models_dir / ray_id, ignore_errors=True)
 
+    def keep_only(self, best: TrialRecord | None) -> None:
+        """Resume: a killed run left the model files of its running trials; only the best's are kept."""
+        if self.models_dir is None or not self.models_dir.is_dir():
+            return
+        for path in self.models_dir.iterdir():
+            if best is None or path.name != best.ray_id:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _source(self, best: TrialRecord) -> Path | None:
+        """The best trial's saved model: where its outcome says, or (a resumed sweep) where it was saved."""
+        candidates = [Path(best.outcome.model_dir)] if best.outcome and best.outcome.model_dir else []
+        if self.models_dir is not None:
+            candidates.append(self.models_dir / best.ray_id)
+        return next((p for p in candidates if p.is_dir()), None)
+
     def publish(self, spec: SweepSpec, best: TrialRecord, run_dir: Path, recorder: Recorder) -> None:
-        """Move the best trial's model/adapter to run_dir/best and log it (and best_config.yaml) to its run."""
+        """Move the best trial's model/adapter to run_dir/best and log it (and best_config.yaml) to its run.
+
+        Safe to be killed at any point: best/ is replaced whole by a rename, and the trial's own files go
+        last, so a resumed sweep publishes again what a killed one did not finish."""
         target = run_dir / BEST_DIR
-        source = Path(best.outcome.model_dir) if best.outcome and best.outcome.model_dir else None
-        if source is None or not source.is_dir():
+        source = self._source(best)
+        if source is None:
             if not (target / BEST_CONFIG).is_file():
                 log.debug("best trial %s left no model to publish", best.ray_id)
             return  # an earlier (resumed) run already published this best
-        target.mkdir(exist_ok=True)
-        shutil.rmtree(target / BEST_MODEL, ignore_errors=True)  # an earlier best's files must not ride along
+        staging = run_dir / f".{BEST_DIR}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         config = spec.trial_config(best.params).model_dump(mode="json")
         config["output_dir"] = None
-        (target / BEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        shutil.copytree(source, target / BEST_MODEL)
-        shutil.rmtree(source, ignore_errors=True)
+        (staging / BEST_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        shutil.copytree(source, staging / BEST_MODEL)
+        shutil.rmtree(target, ignore_errors=True)  # an earlier best's files must not ride along
+        staging.rename(target)
         recorder.log_artifacts(best.ray_id, target, None)  # best_config.yaml and model/
+        shutil.rmtree(source, ignore_errors=True)
 
 
 class Progress:
     """One console line per trial start and end."""
 
-    def __init__(self, echo: Echo, objective: str, num_trials: int) -> None:
-        self.echo, self.objective, self.num_trials = echo, objective, num_trials
+    def __init__(self, echo: Echo, objective: str, num_trials: int, max_retries: int = 0) -> None:
+        self.echo, self.objective, self.num_trials, self.max_retries = echo, objective, num_trials, max_retries
 
     def started(self, rec: TrialRecord) -> None:
+        if rec.retries:
+            self.echo(f"trial {rec.number} started again (retry {rec.retries})")
+            return
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.params.items())
         self.echo(f"trial {rec.number} started: {shown}")
+
+    def retried(self, rec: TrialRecord, error: str) -> None:
+        self.echo(
+            f"trial {rec.number} failed for a transient reason ({error}); retry {rec.retries} of {self.max_retries}"
+        )
 
     def ended(self, rec: TrialRecord, book: TrialBook) -> None:
         value = f"{self.objective}={rec.value:.4g}" if rec.value is not None else "no value"
         if rec.error:
             value = f"error: {rec.error}"
-        done = sum(1 for t in book.trials.values() if t.status != TrialStatus.RUNNING)
+        done = book.num_used()  # a killed trial is run again: it does not fill a slot of the budget
         counts = ", ".join(f"{n} {s}" for s, n in sorted(book.counts().items()))
         best = f"best {book.best.value:.4g} (trial {book.best.number})" if book.best else "no best yet"
         self.echo(
@@ -205,20 +235,29 @@ class SweepObserver:
             self.recorder.log_fold(ray_id, step, {k: v for k, v in metrics.items() if k != "fold"})
         self.recorder.log_report(ray_id, step, metrics)
 
+    def trial_retried(self, ray_id: str, error: str, attempt: int) -> None:
+        rec = self.book.trials.get(ray_id)
+        if rec is None:
+            log.debug("retry of unknown trial %s ignored", ray_id)
+            return
+        rec.retries = attempt
+        self.recorder.tag_trial(ray_id, {"trial.retries": str(attempt), f"trial.retry_{attempt}_reason": error[:5000]})
+        self.progress.retried(rec, error)
+
     def trial_finished(self, ray_id: str, final: TrialOutcome | TrialFailure | None, error: bool) -> None:
         best_before = self.book.best
         pruned = not error and self.bridge.was_pruned(ray_id)
         rec = self.book.finish(ray_id, self.bridge.number(ray_id), final, pruned)
         tags: dict[str, str] = {"trial.step_reached": str(rec.step)}
         metrics: dict[str, float] = {}
-        attrs: dict[str, Any] = {}
+        attrs: dict[str, Any] = {"retries": rec.retries} if rec.retries else {}
         if isinstance(final, TrialFailure):
-            tags["trial.error"] = final.error[:5000]
-            attrs["error"] = final.error
+            tags |= {"trial.error": final.error[:5000], "trial.failure": final.kind}
+            attrs |= {"error": final.error, "failure": final.kind}
         elif isinstance(final, TrialOutcome):
             tags |= {"data.fingerprint": final.data_fingerprint, "split.fingerprint": final.split_fingerprint}
             metrics = _outcome_metrics(final)
-            attrs = {"num_steps": final.num_steps, "split_fingerprint": final.split_fingerprint}
+            attrs |= {"num_steps": final.num_steps, "split_fingerprint": final.split_fingerprint}
             if rec.status == TrialStatus.DIVERGED:
                 tags["trial.diverged_learning_rate"] = str(final.diverged_learning_rate)
                 attrs["diverged_step"] = final.diverged_step

@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 RAY_ID_ATTR = "ray_trial_id"
 STATUS_ATTR = "status"
+RETRY_OF_ATTR = "rerun_of"  # a killed trial's configuration, queued again on resume
 
 
 def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -> optuna.Study:
     """Create (or re-open, for resume) the sweep's study; ``last_step`` is the largest step a trial reports."""
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=study_name,
         storage=_storage(storage),
         sampler=spec.sampler.build(spec.space),
@@ -33,6 +34,10 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -
         direction=spec.objective.direction,
         load_if_exists=True,
     )
+    done = len(study.get_trials(deepcopy=False))
+    if done:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
+        study.sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + done}).build(spec.space)
+    return study
 
 
 def _storage(url: str) -> Any:
@@ -69,7 +74,18 @@ class StudyBridge:
         self._pruned: set[str] = set()
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # a sweep that was interrupted: its running trials will not report again
+            optuna.Trial(study, frozen._trial_id).set_user_attr(STATUS_ATTR, TrialStatus.KILLED.value)
             study.tell(frozen.number, state=TrialState.FAIL)
+        self._queue_killed()
+
+    def _queue_killed(self) -> None:
+        """Resume is exact: each configuration a killed trial was running runs again, once."""
+        trials = self.study.get_trials(deepcopy=False)
+        queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+        for t in trials:
+            killed = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.KILLED.value
+            if killed and t.number not in queued and t.params:
+                self.study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF_ATTR: t.number})
 
     def exhausted(self) -> bool:
         """True when a grid has no unasked point left (other samplers never run out)."""
@@ -135,7 +151,7 @@ class StudyBridge:
         """Trials an earlier (interrupted) run of this sweep already ended, for resume."""
         out = []
         for t in self.study.get_trials(deepcopy=False):
-            if t.state == TrialState.RUNNING:
+            if not t.state.is_finished():  # running (this run's), or queued and not started yet
                 continue
             # a FAIL without our status was left running by an interrupted run: killed, not a result
             default = {TrialState.COMPLETE: TrialStatus.COMPLETED, TrialState.PRUNED: TrialStatus.PRUNED}.get(
@@ -184,7 +200,7 @@ def study_trials(storage: str, study_name: str) -> list[dict[str, Any]]:
     study = optuna.load_study(study_name=study_name, storage=_storage(storage))
     out = []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
+        if not t.state.is_finished():
             continue
         default = TrialStatus.COMPLETED if t.state == TrialState.COMPLETE else TrialStatus.FAILED
         out.append(

@@ -21,6 +21,8 @@ STATUS_COLORS: dict[str, str] = {
     TrialStatus.PRUNED: "#f1a340",
     TrialStatus.DIVERGED: "#d73027",
     TrialStatus.FAILED: "#762a83",
+    TrialStatus.OOM: "#542788",
+    TrialStatus.TIMEOUT: "#998ec3",
     TrialStatus.STOPPED: "#878787",
     TrialStatus.KILLED: "#4d4d4d",
 }

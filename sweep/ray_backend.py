@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ from sweep.interfaces import Bridge, Observer
 from sweep.pruners import AshaPruner
 from sweep.spec import SweepError, SweepSpec
 from sweep.status import TrialFailure, parse_final_report
-from trainers.api import TrialOutcome
+from trainers.api import TrialOutcome, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,15 @@ def trainable(config: dict[str, Any]) -> None:
     except ConfigError as exc:
         # a combination the space allows but the trial rejects: a failed trial with its reason, not a crash
         final = TrialFailure(error="; ".join(exc.problems), kind="config").model_dump_json()
-    except Exception as exc:  # e.g. CUDA out of memory: the sweep goes on, the record says why
+    except Exception as exc:  # the sweep goes on, the record says why
         traceback.print_exc()  # the whole story, in the worker's log under the run dir
-        final = TrialFailure(error=f"{type(exc).__name__}: {exc}", kind="exception").model_dump_json()
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+        if not is_out_of_memory(exc):
+            final = TrialFailure(error=error, kind="exception").model_dump_json()
+        elif config["retry_oom"]:
+            raise  # other trials share the device: transient, Ray runs it again (budget.max_retries)
+        else:
+            final = TrialFailure(status="oom", error=error, kind="oom").model_dump_json()
     tune.report({OUTCOME_KEY: final})
 
 
@@ -164,13 +171,18 @@ class RecordingASHA(ASHAScheduler):
 
 
 class _EventCallback(tune.Callback):
-    """Ray trial events -> the observer, in the driver (one place writes the record)."""
+    """Ray trial events -> the observer, in the driver (one place writes the record). Also the per-trial
+    time limit: a trial past ``trial_timeout_s`` has its worker killed and ends as ``timeout``."""
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, trial_timeout_s: float | None = None) -> None:
         self.observer = observer
+        self.trial_timeout_s = trial_timeout_s
         self.finals: dict[str, TrialOutcome | TrialFailure] = {}  # parsed final reports until the trial ends
+        self.started: dict[str, float] = {}  # per attempt
+        self.timed_out: set[str] = set()
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.started[trial.trial_id] = time.monotonic()
         self.observer.trial_started(trial.trial_id, trial.config.get("params", {}))
 
     def on_trial_result(
@@ -185,8 +197,72 @@ class _EventCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.observer.trial_finished(trial.trial_id, self.finals.pop(trial.trial_id, None), error=False)
 
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        failure = _failure(_last_error(trial), timed_out=False)
+        self.observer.trial_retried(trial.trial_id, failure.error, trial.run_metadata.num_failures)
+
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.observer.trial_finished(trial.trial_id, self.finals.pop(trial.trial_id, None), error=True)
+        final = self.finals.pop(trial.trial_id, None)
+        if final is None:  # Ray lost the trial (worker died, memory monitor, our time limit)
+            final = _failure(_last_error(trial), timed_out=trial.trial_id in self.timed_out)
+        self.observer.trial_finished(trial.trial_id, final, error=True)
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self.trial_timeout_s is None:
+            return
+        now = time.monotonic()
+        for trial in trials:
+            began = self.started.get(trial.trial_id)
+            if (
+                trial.status != "RUNNING"
+                or began is None
+                or trial.trial_id in self.timed_out
+                or now - began < self.trial_timeout_s
+            ):
+                continue
+            actor = trial.temporary_state.ray_actor
+            if actor is None:
+                continue
+            self.timed_out.add(trial.trial_id)
+            trial.max_failures = 0  # a trial that hangs would hang again: no retry
+            ray.kill(actor, no_restart=True)  # a hung trial answers no stop request; Ray ends it as an error
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """Trials that sent their final report before Ray stopped them (the time budget ran out as they
+        finished) ended as that report says, not as stopped."""
+        for trial_id, final in list(self.finals.items()):
+            self.observer.trial_finished(trial_id, final, error=False)
+        self.finals.clear()
+
+
+def _last_error(trial: Any) -> BaseException | None:
+    """The exception Ray pickled for the trial's latest failure (driver-local until Ray syncs it)."""
+    import cloudpickle
+
+    local = trial.pickled_error_file
+    try:
+        if local and Path(local).is_file():
+            return cloudpickle.loads(Path(local).read_bytes())
+        return trial.get_pickled_error()
+    except Exception:  # an exception that does not unpickle: classified as a lost worker
+        log.debug("could not read the error of trial %s", trial.trial_id, exc_info=True)
+        return None
+
+
+def _failure(exc: BaseException | None, timed_out: bool) -> TrialFailure:
+    """A trial Ray ended with an error -> its failure: timeout (ours), oom (CUDA, or Ray's memory
+    monitor killed the worker), worker lost (the process died), or the exception it raised."""
+    if timed_out:
+        return TrialFailure(status="timeout", error="stopped by budget.trial_timeout_s", kind="timeout")
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        exc = exc.cause  # what the trial raised, without Ray's wrapper and its colored header
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else "the trial's worker ended without a result"
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)[:2000]
+    if exc is not None and is_out_of_memory(exc):
+        return TrialFailure(status="oom", error=line, kind="oom")
+    if exc is None or isinstance(exc, ray.exceptions.RayActorError):
+        return TrialFailure(error=f"worker lost: {line}", kind="worker_lost")
+    return TrialFailure(error=line, kind="exception")
 
 
 def _temp_dir(run_dir: Path) -> tuple[str, bool]:
@@ -292,7 +368,12 @@ def run_tuner(
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"template": spec.trial_template(), "models_dir": str(models_dir.resolve()) if models_dir else ""},
+        param_space={
+            "template": spec.trial_template(),
+            "models_dir": str(models_dir.resolve()) if models_dir else "",
+            # out of memory is transient only while other trials share the device
+            "retry_oom": spec.budget.max_concurrent_trials > 1 and spec.budget.max_retries > 0,
+        },
         tune_config=tune.TuneConfig(
             search_alg=OptunaSearcher(bridge, mode, last_step_of),
             scheduler=scheduler,
@@ -305,9 +386,10 @@ def run_tuner(
         run_config=tune.RunConfig(
             name="tune",
             storage_path=str(run_dir.resolve()),
-            callbacks=[_EventCallback(observer)],
+            callbacks=[_EventCallback(observer, spec.budget.trial_timeout_s)],
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            # only transient failures reach Ray: the trainable reports the others as its outcome
+            failure_config=tune.FailureConfig(max_failures=spec.budget.max_retries),
         ),
     )
     tuner.fit()

@@ -52,6 +52,8 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, [*widths, 0], strict=False)))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     print(f"\n{len(result.trials)} trials in {result.wall_s:.0f}s: {counts}")
+    if result.stop_reason:
+        print(f"ended early: {result.stop_reason}")
     split = result.time_split
     if "mean_first_report_s" in split:
         print(f"per trial: first report after {split['mean_first_report_s']:.1f}s on average")

@@ -34,6 +34,7 @@ class SweepResult:
     counts: dict[str, int]
     time_split: dict[str, float] = field(default_factory=dict)
     report: Any = None  # sweep.verdict.Report, when execution.verdict is on
+    stop_reason: str = ""  # why fewer trials than the budget ran ("" when the budget was used)
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,15 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                 ended=time.time(),
             )
         )
+        recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
+    models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
     num_trials = spec.budget.num_trials - book.num_used()
     observer = SweepObserver(
-        book, bridge, recorder, models, Progress(echo, spec.objective.metric, spec.budget.num_trials)
+        book,
+        bridge,
+        recorder,
+        models,
+        Progress(echo, spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries),
     )
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
@@ -180,7 +187,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         raise
     finally:
         wall = time.time() - started
-        _close_record(spec, book, models, recorder, run_dir, wall, interrupted, crashed)
+        stop_reason = "" if interrupted or crashed else _stop_reason(spec, book, bridge.exhausted())
+        _close_record(spec, book, models, recorder, run_dir, wall, interrupted, crashed, stop_reason)
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
     assert recorder.parent_id is not None
@@ -207,7 +215,22 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         book.counts(),
         book.time_split(),
         report,
+        stop_reason,
     )
+
+
+def _stop_reason(spec: SweepSpec, book: TrialBook, exhausted: bool) -> str:
+    missing = spec.budget.num_trials - book.num_used()
+    if missing <= 0:
+        return ""
+    if exhausted:
+        return f"the space is exhausted: every configuration was tried, {missing} trials of the budget were not needed"
+    if spec.budget.time_budget_s is not None:
+        return (
+            f"the time budget (budget.time_budget_s={spec.budget.time_budget_s:g}) ran out: "
+            f"{missing} of {spec.budget.num_trials} trials never started"
+        )
+    return f"{missing} of {spec.budget.num_trials} trials never started"
 
 
 def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fingerprints: dict[str, str]) -> Recorder:
@@ -251,6 +274,7 @@ def _close_record(
     wall: float,
     interrupted: bool,
     crashed: bool,
+    stop_reason: str = "",
 ) -> None:
     """Publish the best model, write the sweep's summary, and leave no run RUNNING."""
     best = book.best
@@ -263,12 +287,15 @@ def _close_record(
         "best_value": best.value if best else None,
         "best_trial": best.number if best else None,
         "interrupted": interrupted,
+        "num_never_started": max(0, spec.budget.num_trials - book.num_used()),
+        "stop_reason": stop_reason,
         **book.time_split(),
     }
     end_tags = {
         "sweep.best_trial": str(best.number if best else None),
         "sweep.counts": json.dumps(book.counts()),
         "sweep.interrupted": str(interrupted),
+        **({"sweep.stop_reason": stop_reason} if stop_reason else {}),
     }
     if not interrupted and not crashed:
         recorder.finish_sweep(summary, end_tags)

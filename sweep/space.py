@@ -84,6 +84,31 @@ def param_rules(path: str, p: Param) -> list[str]:
     return problems
 
 
+def can_take(p: Param, value: Any) -> bool:
+    """Whether sampling ``p`` can give ``value`` (a ``when`` condition on any other value never holds)."""
+    if isinstance(p, CategoricalParam):
+        return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in p.choices)
+    if isinstance(p, FixedParam):
+        return bool(value == p.value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not p.low <= value <= p.high:
+        return False
+    if isinstance(p, IntParam):
+        return float(value).is_integer() and (int(value) - p.low) % p.step == 0
+    return p.step is None or abs(((value - p.low) / p.step) - round((value - p.low) / p.step)) < 1e-9
+
+
+def describe(p: Param) -> str:
+    """The values a parameter can take, for messages."""
+    if isinstance(p, CategoricalParam):
+        return f"one of {p.choices}"
+    if isinstance(p, FixedParam):
+        return f"only {p.value!r}"
+    step = f" in steps of {p.step}" if p.step is not None and p.step != 1 else ""
+    return f"{p.low} to {p.high}{step}"
+
+
 def candidate_values(p: Param) -> list[Any]:
     """Values worth checking against the trial schema before anything runs."""
     if isinstance(p, FloatParam | IntParam):

@@ -6,21 +6,23 @@ import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from sweep.pruners import MedianPruner, PrunerSpec
 from sweep.samplers import SamplerSpec, TpeSampler
-from sweep.space import Param, candidate_values, compose, param_rules
+from sweep.space import Param, can_take, candidate_values, compose, describe, param_rules
 from trainers.config import (
     ConfigError,
     Section,
@@ -50,6 +52,14 @@ class Budget(Section):
     num_trials: PositiveInt = 10
     max_concurrent_trials: PositiveInt = 2
     time_budget_s: PositiveFloat | None = Field(None, description="Wall clock for the whole sweep.")
+    trial_timeout_s: PositiveFloat | None = Field(
+        None, description="Wall clock for one trial (each attempt); a trial past it is stopped as 'timeout'."
+    )
+    max_retries: NonNegativeInt = Field(
+        1,
+        description="Runs again of a trial that failed for a transient reason: its worker was lost, or it ran "
+        "out of memory while other trials shared the device. Deterministic failures are never retried.",
+    )
 
 
 class Resources(Section):
@@ -69,6 +79,25 @@ class Execution(Section):
     runs_dir: str = Field("runs", description="Where run directories go, relative to the working directory.")
     save_best_model: bool = True
     verdict: bool = Field(True, description="Judge the sweep when it ends: verdict, blame, next_sweep.yaml.")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("journal:") or re.match(r"^[a-z][a-z0-9+]*://", value)):
+            raise ValueError(
+                f"execution.storage: {value!r} is not a database URL; write e.g. sqlite:///study.db, "
+                "postgresql://user@host/db or journal:/path/study.log"
+            )
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None and not (value in ("local", "auto") or re.match(r"^([a-z]+://)?[\w.-]+:\d+/?$", value)):
+            raise ValueError(
+                f"execution.address: {value!r} is not a Ray address; write auto, local, HOST:6379 or ray://HOST:10001"
+            )
+        return value
 
 
 class SecondaryMetric(Section):
@@ -181,11 +210,16 @@ def _check(spec: SweepSpec) -> list[str]:
             problems.append(f"space.{path}: names no trial field; {hint}")
             continue
         problems += param_rules(path, p)
-        for cond in p.when or {}:
+        for cond, wanted in (p.when or {}).items():
             if cond not in earlier:
                 problems.append(
                     f"space.{path}.when: '{cond}' is not a parameter listed before '{path}'; "
                     f"list '{cond}' earlier in space"
+                )
+            elif not any(can_take(spec.space[cond], w) for w in (wanted if isinstance(wanted, list) else [wanted])):
+                problems.append(
+                    f"space.{path}.when: {cond} = {wanted!r} can never hold, so {path} would never be sampled; "
+                    f"use a value {cond} can take ({describe(spec.space[cond])})"
                 )
         for value in candidate_values(p):
             try:
@@ -212,16 +246,22 @@ def _check(spec: SweepSpec) -> list[str]:
     return problems + spec.pruner.problems(template, None) + spec.sampler.problems(spec.space)
 
 
-_KIND_FIELD = re.compile(r"^(pruner|sampler)\.([a-z_]+)\.([a-z_]+): unknown key; .*$")
+_UNION_TAGS = frozenset(
+    [*PARAM_TYPES]
+    + [m.model_fields["kind"].default for m in get_args(get_args(SamplerSpec)[0])]
+    + [m.model_fields["kind"].default for m in get_args(get_args(PrunerSpec)[0])]
+)
+"""Discriminator values pydantic puts in error locations (``pruner.median.x``): named, not pathed."""
 
 
-def _kind_field(line: str) -> str:
-    """pydantic names a union member in its path (``pruner.median.p_threshold``); name the kind instead."""
-    match = _KIND_FIELD.match(line)
-    if match is None:
+def _trial_hint(line: str, data: Mapping[str, Any]) -> str:
+    """``split: unknown key`` where ``split`` is a trial section (``sweep run SPEC split.test_fraction=0.1``)."""
+    name, _, rest = line.partition(": ")
+    if rest != "unknown key; remove it or check the spelling" or not any(p.startswith(f"{name}.") for p in TRIAL_PATHS):
         return line
-    section, kind, field = match.groups()
-    return f"{section}.{field}: not a setting of {section} kind '{kind}'; remove it or choose a kind that has it"
+    value = data.get(name)
+    keys = [f"trial.{name}.{k}" for k in value] if isinstance(value, Mapping) else [f"trial.{name}"]
+    return f"{name}: not a section of a sweep spec but of its trial; did you mean {', '.join(keys)}?"
 
 
 def validate_spec(data: Mapping[str, Any]) -> SweepSpec:
@@ -231,7 +271,8 @@ def validate_spec(data: Mapping[str, Any]) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError([_kind_field(line) for line in format_validation_error(exc)]) from None
+        lines = format_validation_error(exc, tags=_UNION_TAGS)
+        raise SpecError([_trial_hint(line, data) for line in lines]) from None
     problems = _check(spec)
     if problems:
         raise SpecError(problems)
@@ -242,13 +283,27 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read a spec YAML, apply ``key=value`` overrides (``trial.optim.max_steps=10``), validate it."""
     try:
         data = read_yaml_file(path)
-        space_keys = sorted(data.get("space") or {}, key=len, reverse=True)
+        if not data:
+            raise ConfigError(
+                [
+                    f"spec: '{path}' is empty; a sweep needs at least a space (and a trial); start from search_spaces/demo.yaml"
+                ]
+            )
+        space = data.get("space")
+        if not space:
+            raise ConfigError(
+                [
+                    "space: missing or empty; a sweep varies at least one trial field, e.g. "
+                    "optim.learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}"
+                ]
+            )
+        space_keys = sorted(space if isinstance(space, dict) else {}, key=len, reverse=True)
         plain = []
         for item in overrides:
             key, _, raw = item.partition("=")
             # space keys are dotted paths themselves: space.optim.learning_rate.high=1e-2
             target = next((k for k in space_keys if key.startswith(f"space.{k}.")), None)
-            if target is None:
+            if target is None or not isinstance(data["space"][target], dict):
                 plain.append(item)
                 continue
             field = key[len(f"space.{target}.") :]

@@ -18,7 +18,9 @@ class TrialStatus(StrEnum):
     COMPLETED = "completed"  # ran all its steps: a candidate for best
     PRUNED = "pruned"  # stopped early by the pruner
     DIVERGED = "diverged"  # NaN/inf loss
-    FAILED = "failed"  # an exception, or a configuration the trial rejects
+    FAILED = "failed"  # an exception, a configuration the trial rejects, or its worker lost (after retries)
+    OOM = "oom"  # out of memory: CUDA's, or the host's memory monitor killed the worker (after retries)
+    TIMEOUT = "timeout"  # ran past budget.trial_timeout_s and was stopped
     STOPPED = "stopped"  # the sweep's time budget ran out
     KILLED = "killed"  # the sweep was interrupted (Ctrl-C)
 
@@ -30,7 +32,14 @@ class TrialStatus(StrEnum):
     @property
     def run_status(self) -> str:
         """The MLflow run status: a trial that ran as designed FINISHED (its tag says how)."""
-        return {"running": "RUNNING", "failed": "FAILED", "killed": "KILLED"}.get(self.value, "FINISHED")
+        return {"running": "RUNNING", "failed": "FAILED", "oom": "FAILED", "timeout": "FAILED", "killed": "KILLED"}.get(
+            self.value, "FINISHED"
+        )
+
+    @property
+    def left_no_result(self) -> bool:
+        """Faults and interruptions: the trial's curve says nothing about its parameters."""
+        return self in (TrialStatus.FAILED, TrialStatus.OOM, TrialStatus.TIMEOUT, TrialStatus.KILLED)
 
     @property
     def counts_against_budget(self) -> bool:
@@ -39,12 +48,14 @@ class TrialStatus(StrEnum):
 
 
 class TrialFailure(BaseModel):
-    """The final report of a trial that raised instead of returning an outcome."""
+    """How a trial ended without an outcome: it raised (its final report), or Ray lost or stopped it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    status: Literal["failed"] = "failed"
+    status: Literal["failed", "oom", "timeout"] = "failed"
     error: str = Field(description="One line: the reason, or the exception type and message.")
-    kind: Literal["config", "exception"] = Field(description="config: the trial rejected its configuration.")
+    kind: Literal["config", "exception", "oom", "worker_lost", "timeout"] = Field(
+        description="config: the trial rejected its configuration; worker_lost: its process died."
+    )
 
 
 FinalReport = Annotated[TrialOutcome | TrialFailure, Field(discriminator="status")]

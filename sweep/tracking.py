@@ -67,6 +67,7 @@ class MlflowRecorder:
         self.trial_runs: dict[str, str] = {}
         self._started: dict[str, float] = {}
         self._open: set[str] = set()
+        self._prior_runs: dict[str, tuple[str, str | None]] = {}  # resume: (run status, trial.status) per key
 
     # --- the sweep -------------------------------------------------------------------------------
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]) -> str:
@@ -82,10 +83,29 @@ class MlflowRecorder:
         self.parent_id = parent_id
         self.client.update_run(parent_id, status="RUNNING")
         self._open.add(parent_id)
+        self._prior_runs = {}
         for run in self.client.search_runs(
-            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial'"
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial'",
+            max_results=10000,
         ):
-            self.trial_runs[run.data.tags.get("ray.trial_id", run.info.run_id)] = run.info.run_id
+            key = run.data.tags.get("ray.trial_id", run.info.run_id)
+            self.trial_runs[key] = run.info.run_id
+            self._prior_runs[key] = (run.info.status, run.data.tags.get(STATUS_TAG))
+
+    def settle_trial(
+        self, key: str, number: int | None, params: Mapping[str, Any], status: TrialStatus, step: int | None
+    ) -> None:
+        """Resume: the run of a trial an earlier run ended says how the study says it ended. A driver
+        killed mid-trial left its run RUNNING; one killed between the study's tell and ours, a stale
+        status; one killed before the run existed, no run."""
+        found = self._prior_runs.get(key)
+        if found == (status.run_status, status.value):
+            return
+        run_id = self.trial_runs.get(key) or self.start_trial(key, number, params)
+        self._open.add(run_id)
+        self._set_tags(run_id, {STATUS_TAG: status.value, "trial.step_reached": str(step)})
+        self._end(run_id, status.run_status)
 
     def finish_sweep(self, summary: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         assert self.parent_id is not None
@@ -148,6 +168,11 @@ class MlflowRecorder:
         self._log_metrics(run_id, {**metrics, "duration_s": duration}, step=0)
         self._set_tags(run_id, {STATUS_TAG: status.value, **tags})
         self._end(run_id, status.run_status)
+
+    def tag_trial(self, key: str, tags: Mapping[str, str]) -> None:
+        run_id = self.trial_runs.get(key)
+        if run_id is not None:
+            self._set_tags(run_id, tags)
 
     def log_artifacts(self, key: str, local_dir: Path, artifact_path: str | None) -> None:
         run_id = self.trial_runs.get(key)

@@ -18,11 +18,25 @@ __all__ = [
     "TrialConfig",
     "TrialOutcome",
     "TrialPruned",
+    "is_out_of_memory",
 ]
 
 
 class TrialPruned(Exception):
     """Raised by a Reporter to stop a trial; the trial ends cleanly with status 'pruned'."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA, MPS, XPU), a RuntimeError that says so, or Ray's memory monitor
+    (``ray.exceptions.OutOfMemoryError``), also when wrapped as another exception's cause."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: __cause__, or Ray's RayTaskError.cause
+        if seen is None:
+            return False
+        if "OutOfMemoryError" in type(seen).__name__ or "out of memory" in str(seen).lower():
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
 
 
 class Reporter(Protocol):

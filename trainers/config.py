@@ -7,7 +7,7 @@ config is collected and raised together as one ``ConfigError`` with one line per
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,12 +211,17 @@ def parse_yaml(text: str) -> Any:
 def read_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path``; a missing file or a non-mapping is a ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError([f"config: '{path}' is a directory; pass the path of a YAML file in it"])
     if not p.is_file():
         raise ConfigError([f"config: file '{path}' does not exist; pass the path of a YAML file"])
     try:
-        data = parse_yaml(p.read_text())
+        data = parse_yaml(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config: '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"config: '{path}' is not valid YAML ({exc}); fix the syntax"]) from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError([f"config: '{path}' is not valid YAML ({reason}); fix the syntax"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -261,20 +266,112 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One fix-it line per pydantic error: ``path: value -> rule``."""
-    lines = []
+_RULES = {  # pydantic error type -> what the value must be, and how to fix it
+    "dict_type": "must be a mapping (indented key: value lines), not {kind}",
+    "model_type": "must be a mapping (indented key: value lines), not {kind}",
+    "model_attributes_type": "must be a mapping (indented key: value lines), not {kind}",
+    "list_type": "must be a list, e.g. [a, b]",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "missing": "is required; add it",
+    "string_pattern_mismatch": "may hold only letters, digits, '_', '.' and '-', and start with a letter or digit",
+    "finite_number": "must be a finite number",
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+_MEMBER_NAMES = {"bool": "true/false", "int": "a whole number", "float": "a number", "str": "text", "none": "null"}
+_SIMPLE_KEY = re.compile(r"^[\w.\-]+$")
+
+
+def _kind_name(value: Any) -> str:
+    names = {"NoneType": "null", "str": "text", "int": "a number", "float": "a number", "bool": "true/false"}
+    return names.get(type(value).__name__, f"a {type(value).__name__}")
+
+
+def _member(part: Any) -> str | None:
+    """A smart union's member name in an error location (``bool``, ``list[...]``): not a field."""
+    if not isinstance(part, str):
+        return None
+    if part in _MEMBER_NAMES:
+        return _MEMBER_NAMES[part]
+    if "[" in part:  # list[union[...]], function-after[...], ...
+        return "a list" if part.startswith("list[") else "another form"
+    return None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "", tags: Collection[str] = ()) -> list[str]:
+    """One fix-it line per problem, in our words: ``path: value must be ...``.
+
+    ``tags`` are the discriminator values of tagged unions (a pruner's kind, a parameter's type): pydantic
+    puts them in the location; we drop them from the path and name them where they matter. Errors of
+    one value against each member of a plain union become one line."""
+    lines: list[str] = []
+    unions: dict[str, tuple[Any, list[str]]] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        parts: list[str] = []
+        kinds: list[str] = []
+        members: list[str] = []
+        for part in err["loc"]:
+            member = _member(part)
+            if isinstance(part, str) and part in tags and not kinds:
+                kinds.append(part)
+            elif member is not None:
+                members.append(member)
+            else:
+                text = str(part)
+                parts.append(text if _SIMPLE_KEY.match(text) else repr(text))
+        loc = ".".join(parts)
         path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key; remove it or check the spelling")
-        elif err["type"] == "value_error":
+        kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+        if members and kind != "extra_forbidden":
+            unions.setdefault(path, (value, []))[1].extend(members)
+            continue
+        if kind == "extra_forbidden":
+            if kinds:
+                owner = path.rsplit(".", 1)[0]
+                lines.append(
+                    f"{path}: not a setting of {owner} kind {kinds[-1]!r}; remove it or choose a kind that has it"
+                )
+            else:
+                lines.append(f"{path}: unknown key; remove it or check the spelling")
+        elif kind == "value_error":
             # our own cross-field rules already carry their path and fix, one per line
             msg = str(err["msg"]).removeprefix("Value error, ")
             lines.extend(f"{prefix}{line}" for line in msg.splitlines())
+        elif kind == "missing":
+            lines.append(f"{path}: is required; add it")
+        elif kind in _RULES:
+            lines.append(f"{path}: {_shown(value)} {_RULES[kind].format(kind=_kind_name(value))}")
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+            bound = next(iter(ctx.values()), "")
+            bound = f"{bound:g}" if isinstance(bound, float) else bound
+            lines.append(f"{path}: {_shown(value)} must be {op} {bound}")
+        elif kind == "literal_error":
+            lines.append(f"{path}: {_shown(value)} must be one of {ctx.get('expected', '')}")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            field = str(ctx.get("discriminator", "kind")).strip("'")
+            expected = ctx.get("expected_tags", "")
+            if kind == "union_tag_not_found":
+                lines.append(f"{path}.{field}: is required; set it to one of {expected}")
+            else:
+                lines.append(f"{path}.{field}: {_shown(ctx.get('tag'))} must be one of {expected}")
         else:
-            lines.append(f"{path}: {err['input']!r} is invalid: {err['msg']}")
+            lines.append(f"{path}: {_shown(value)} is invalid ({err['msg']}); fix the value")
+    for path, (value, members) in unions.items():
+        allowed = " or ".join(dict.fromkeys(members))
+        lines.append(f"{path}: {_shown(value)} must be {allowed}")
     return lines
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
+import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,17 +54,58 @@ def resolve_data_path(cfg: DataConfig, task: str) -> Path:
     return Path(cfg.path) if cfg.path is not None else get_task(task).demo_path
 
 
+TEXT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def _check_text(path: Path) -> None:
+    """A text format must be UTF-8 text: say which row is not, before a parser says it in its words."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, rows = 0, 1
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            if b"\x00" in chunk:
+                at = offset + chunk.index(b"\x00")
+                raise UnicodeDecodeError("utf-8", chunk, at - offset, at - offset + 1, "binary: NUL byte")
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise UnicodeDecodeError("utf-8", chunk, offset + exc.start, offset + exc.end, exc.reason) from None
+            offset += len(chunk)
+            rows += chunk.count(b"\n")
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     try:
+        if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
+            _check_text(path)
         return _parse(path)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            [
-                f"data.path: '{path}' cannot be read as {path.suffix or 'a dataset'} ({reason}); "
-                f"check the file's format and that it is UTF-8 text"
-            ]
-        ) from None
+        raise ConfigError([f"data.path: '{path}' cannot be read: {_read_problem(path, exc)}"]) from None
+
+
+def _read_problem(path: Path, exc: Exception) -> str:
+    """Why a data file does not parse, in our words and with the row where it helps."""
+    if isinstance(exc, UnicodeDecodeError):
+        with path.open("rb") as f:
+            row = f.read(exc.start).count(b"\n") + 1
+        if exc.reason.startswith("binary"):
+            return f"it is binary, not text (a NUL byte in row {row}); pass a UTF-8 text or .parquet file"
+        return (
+            f"row {row} (byte {exc.start}) is not UTF-8 text: the file is in another encoding "
+            f"(e.g. latin-1); save it as UTF-8"
+        )
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return "the file is empty; it needs a header row and one row per example"
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if found:
+        expected, line, saw = found.groups()
+        return (
+            f"row {line} has {saw} fields where the header has {expected}; quote fields that contain the "
+            f"separator, or fix the row"
+        )
+    reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+    kind = path.suffix or "a dataset"
+    return f"it is not a valid {kind} file ({reason}); check its format"
 
 
 def _parse(path: Path) -> pd.DataFrame:
@@ -199,6 +244,8 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
         min_rows += 1
     if n < min_rows:
         raise ConfigError([f"data: {n} row(s) are too few for this split (need >= {min_rows}); add data"])
+    if stratify is not None:
+        _check_stratified(rows, cfg)
     test = np.zeros(0, dtype=np.int64)
     rest = idx
     try:
@@ -211,13 +258,47 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
             val_size = cfg.val_fraction / (1.0 - cfg.test_fraction)
             train, val = train_test_split(rest, test_size=val_size, random_state=cfg.seed, stratify=rest_y)
             folds = [Fold(np.sort(train), np.sort(val))]
-    except ValueError as exc:  # sklearn's reason (e.g. a class with one member) plus our fix
+    except ConfigError:
+        raise
+    except ValueError:  # a case _check_stratified does not foresee; sklearn's wording stays in the debug log
+        logging.getLogger(__name__).debug("split failed", exc_info=True)
         raise ConfigError(
-            [f"split: {n} rows cannot be split this way ({exc}); add rows or lower val/test fractions"]
+            [
+                f"split: {n} rows cannot be split with val_fraction={cfg.val_fraction}, "
+                f"test_fraction={cfg.test_fraction}; add rows or change the fractions"
+            ]
         ) from None
     test = np.sort(test)
     fp = _fingerprint(rows.fingerprint, test.tolist(), [(f.train.tolist(), f.val.tolist()) for f in folds])
     return Splits(folds, test, fp)
+
+
+def _check_stratified(rows: Rows, cfg: SplitConfig) -> None:
+    """What a stratified split needs, said before sklearn says it in its words: every class twice, and
+    every held-out part at least one row per class."""
+    counts = np.bincount(rows.targets, minlength=len(rows.label_names))
+    present = [(name, int(c)) for name, c in zip(rows.label_names, counts, strict=False) if c > 0]
+    name, fewest = min(present, key=lambda nc: nc[1])
+    if fewest < 2:
+        raise ConfigError(
+            [
+                f"data: label {name!r} has {fewest} row in {rows.source}; a stratified split needs >= 2 rows "
+                f"of every label; add rows of it or remove it"
+            ]
+        )
+    n, k = len(rows), len(present)
+    parts = [("test_fraction", cfg.test_fraction)] if cfg.test_fraction > 0 else []
+    if cfg.num_folds is None:
+        parts.append(("val_fraction", cfg.val_fraction))
+    for field_name, fraction in parts:
+        held = math.ceil(fraction * n)
+        if held < k or n - held < k:
+            raise ConfigError(
+                [
+                    f"split.{field_name}: {fraction} of {n} rows holds out {held} rows for {k} labels; each part "
+                    f"needs >= 1 row per label: add rows or set split.{field_name} nearer 0.5"
+                ]
+            )
 
 
 def _kfold(rest: np.ndarray, y: np.ndarray | None, k: int, seed: int) -> list[Fold]:

@@ -64,6 +64,15 @@ def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
     # the killed trial does not count against the budget: three trials complete in all
     assert sorted(r.data.tags["trial.status"] for r in trials) == ["completed", "completed", "completed", "killed"]
     assert all(r.info.status != "RUNNING" for r in trials)
+    # the killed configuration ran again; no completed one was sampled again (a re-seeded sampler)
+    rates = {
+        r.data.tags["trial.status"] + r.data.tags["optuna.trial_number"]: r.data.params["optim.learning_rate"]
+        for r in trials
+    }
+    completed = [v for k, v in rates.items() if k.startswith("completed")]
+    assert len(set(completed)) == 3
+    assert next(v for k, v in rates.items() if k.startswith("killed")) in completed
+    assert "[4/3]" not in resumed.stdout and "[3/3]" in resumed.stdout
 
     # the run dir is too long for Ray's socket paths: Ray ran in /tmp, which the sweep removed again,
     # keeping Ray's logs (the trials' tracebacks) in the run dir

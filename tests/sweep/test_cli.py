@@ -35,8 +35,7 @@ def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):
         "error: objective.metric: 'val_acc' is not reported for classification; use one of "
         "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']",
         "error: space.optim.learning_rate.low: 0.0 with log: true must be > 0; use a positive low or log: false",
-        "error: space.optim.learning_rate: value 0.0 does not fit the trial (0.0 is invalid: Input should be "
-        "greater than 0)",
+        "error: space.optim.learning_rate: value 0.0 does not fit the trial (0.0 must be > 0)",
     ]
     assert not (tmp_path / "runs").exists()  # nothing started, nothing recorded
 

@@ -1,5 +1,7 @@
 """The study bridge: ask/tell between Ray trial ids and Optuna trials, statuses, resume, storages."""
 
+import shutil
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -74,14 +76,43 @@ def test_reopened_study_fails_trials_left_running_and_lists_prior_trials(tmp_pat
     bridge.ask("cut")
     bridge.report("cut", 0.4, 10)
     bridge.tell("cut", TrialStatus.PRUNED, None)
-    bridge.ask("running")  # the driver died here
+    killed_params = bridge.ask("running")  # the driver died here
     again = StudyBridge(open_study(spec, url, "s", 30), spec.space)
-    assert [t.state for t in again.study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    states = [t.state for t in again.study.trials]
+    # the killed trial's configuration is queued to run again, once
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.WAITING]
     prior = {p.ray_id: p for p in again.prior_trials()}
+    assert set(prior) == {"done", "cut", "running"}
     assert (prior["done"].status, prior["done"].value, prior["done"].step) == (TrialStatus.COMPLETED, 0.8, 10)
     assert prior["done"].params == params
     assert prior["cut"].status == TrialStatus.PRUNED
     assert prior["running"].status == TrialStatus.KILLED
+    assert again.study.trials[2].user_attrs["status"] == "killed"
+    assert again.ask("rerun") == killed_params
+    # a second resume (the rerun killed too) queues the rerun, not the first killed trial again
+    third = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    waiting = [t for t in third.study.trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs["rerun_of"] for t in waiting] == [3]
+    assert third.ask("again") == killed_params
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_resumed_sampler_does_not_replay_its_first_draws(tmp_path, kind):
+    """A seeded sampler re-created on resume drew the configurations of the first trials again."""
+    spec = _spec(sampler={"kind": kind, "seed": 3})
+    url = f"sqlite:///{tmp_path}/o.db"
+    bridge = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    first = []
+    for i in range(3):
+        first.append(bridge.ask(str(i)))
+        bridge.tell(str(i), TrialStatus.COMPLETED, 0.5 + i / 10)
+    shutil.copy(tmp_path / "o.db", tmp_path / "copy.db")
+    again = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    later = [again.ask(f"r{i}") for i in range(3)]
+    assert not any(p in first for p in later), (first, later)
+    # and still deterministic: the same study resumed again draws the same configurations
+    copy = StudyBridge(open_study(spec, f"sqlite:///{tmp_path}/copy.db", "s", 30), spec.space)
+    assert [copy.ask(f"c{i}") for i in range(3)] == later
 
 
 @pytest.mark.parametrize("kind", ["tpe", "random", "grid", "cmaes", "gp"])

@@ -154,3 +154,42 @@ def test_asha_stops_are_recorded_as_prunes_and_values_kept():
     assert "t2" in stopped and decisions["t2"][0] in (10, 20)  # the worst curve stops at a rung
     assert {k for k, (step, d) in decisions.items() if d == "CONTINUE" and step == 30} == set(CURVES) - stopped
     assert bridge.study.trials[2].intermediate_values[10] == 1.2
+
+
+class _Events:
+    def __init__(self):
+        self.finished = {}
+
+    def trial_finished(self, ray_id, final, error):
+        self.finished[ray_id] = (final, error)
+
+
+def test_a_trial_whose_final_report_arrived_as_the_time_budget_hit_ends_as_that_report_says():
+    from sweep.ray_backend import OUTCOME_KEY, _EventCallback
+    from trainers.api import TrialOutcome
+
+    events = _Events()
+    callback = _EventCallback(events)
+    outcome = TrialOutcome(status="completed", task="classification", final_step=30, final_metrics={"val_loss": 0.4})
+    callback.on_trial_result(0, [], _trial("t0"), {OUTCOME_KEY: outcome.model_dump_json()})
+    callback.on_experiment_end([])  # Ray stopped it before on_trial_complete
+    final, error = events.finished["t0"]
+    assert final == outcome and not error
+    callback.on_experiment_end([])
+    assert len(events.finished) == 1  # told once
+
+
+def test_ray_errors_are_classified():
+    import ray.exceptions
+
+    from sweep.ray_backend import _failure
+
+    oom = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+    assert _failure(oom, timed_out=False).status == "oom"
+    wrapped = ray.exceptions.RayTaskError("train", "trace", RuntimeError("CUDA out of memory. Tried to allocate"))
+    failure = _failure(wrapped, timed_out=False)
+    assert (failure.status, failure.kind) == ("oom", "oom") and failure.error.startswith("RuntimeError: CUDA out")
+    lost = _failure(ray.exceptions.ActorDiedError(), timed_out=False)
+    assert (lost.status, lost.kind) == ("failed", "worker_lost") and lost.error.startswith("worker lost: ")
+    assert _failure(None, timed_out=True).status == "timeout"
+    assert _failure(ValueError("x"), timed_out=False).kind == "exception"

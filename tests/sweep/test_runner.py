@@ -28,7 +28,7 @@ class FakeBridge:
 
 class FakeRecorder:
     def __init__(self):
-        self.started, self.reports, self.folds, self.ended, self.artifacts = {}, [], [], {}, []
+        self.started, self.reports, self.folds, self.ended, self.artifacts, self.tags = {}, [], [], {}, [], {}
 
     def start_trial(self, key, number, params):
         self.started[key] = (number, dict(params))
@@ -41,6 +41,9 @@ class FakeRecorder:
 
     def end_trial(self, key, status, tags, metrics):
         self.ended[key] = (status, dict(tags), dict(metrics))
+
+    def tag_trial(self, key, tags):
+        self.tags.setdefault(key, {}).update(tags)
 
     def log_artifacts(self, key, local_dir, artifact_path):
         self.artifacts.append((key, sorted(p.name for p in Path(local_dir).iterdir()), artifact_path))
@@ -65,7 +68,7 @@ def observed(tmp_path):
     bridge, recorder, lines = FakeBridge(), FakeRecorder(), []
     book = TrialBook("val_accuracy", "maximize")
     observer = SweepObserver(
-        book, bridge, recorder, ModelFiles(tmp_path / "models"), Progress(lines.append, "val_accuracy", 6)
+        book, bridge, recorder, ModelFiles(tmp_path / "models"), Progress(lines.append, "val_accuracy", 8, 2)
     )
     return observer, book, bridge, recorder, lines, tmp_path / "models"
 
@@ -78,9 +81,15 @@ def _model(models, key):
 
 def test_each_ending_reaches_book_study_and_record_alike(observed):
     observer, book, bridge, recorder, lines, models = observed
-    for key in ("a", "b", "c", "d", "e"):
+    for key in ("a", "b", "c", "d", "e", "f", "g"):
         observer.trial_started(key, {"optim.learning_rate": 0.01})
     observer.trial_reported("a", 10, {"val_accuracy": 0.6, "train_loss": 0.7})
+    observer.trial_retried("a", "worker lost: ActorDiedError", 1)  # Ray runs it again
+    observer.trial_started("a", {"optim.learning_rate": 0.01})
+    assert lines[-2:] == [
+        "trial 0 failed for a transient reason (worker lost: ActorDiedError); retry 1 of 2",
+        "trial 0 started again (retry 1)",
+    ]
     observer.trial_finished("a", _outcome(0.8, model_dir=_model(models, "a")), error=False)
     observer.trial_reported("b", 10, {"val_accuracy": 0.5})
     bridge.pruned.add("b")
@@ -88,6 +97,8 @@ def test_each_ending_reaches_book_study_and_record_alike(observed):
     observer.trial_finished("c", TrialFailure(error="model.num_layers: 9 > 4", kind="config"), error=False)
     observer.trial_finished("d", _outcome(0.0, status="diverged", diverged_step=3, diverged_learning_rate=9.0), False)
     observer.trial_finished("e", None, error=True)  # Ray lost the worker
+    observer.trial_finished("f", TrialFailure(status="oom", error="OutOfMemoryError: CUDA", kind="oom"), error=True)
+    observer.trial_finished("g", TrialFailure(status="timeout", error="stopped", kind="timeout"), error=True)
 
     expected = {
         "a": (TrialStatus.COMPLETED, 0.8),
@@ -95,21 +106,25 @@ def test_each_ending_reaches_book_study_and_record_alike(observed):
         "c": (TrialStatus.FAILED, None),
         "d": (TrialStatus.DIVERGED, 0.0),
         "e": (TrialStatus.FAILED, None),
+        "f": (TrialStatus.OOM, None),
+        "g": (TrialStatus.TIMEOUT, None),
     }
     for key, (status, value) in expected.items():
         assert book.trials[key].status == status, key
         assert bridge.told[key][:2] == (status, value), key
         assert recorder.ended[key][0] == status, key
     assert book.trials["b"].step == 10 and recorder.ended["b"][1]["trial.step_reached"] == "10"
-    assert bridge.told["a"][2] == {"num_steps": 30, "split_fingerprint": "s1"}
+    assert bridge.told["a"][2] == {"num_steps": 30, "split_fingerprint": "s1", "retries": 1}
+    assert recorder.tags["a"] == {"trial.retries": "1", "trial.retry_1_reason": "worker lost: ActorDiedError"}
+    assert recorder.ended["f"][1]["trial.failure"] == "oom" and bridge.told["g"][2]["failure"] == "timeout"
     assert recorder.ended["a"][1]["split.fingerprint"] == "s1" and recorder.ended["a"][2]["num_steps"] == 30
     assert recorder.ended["c"][1]["trial.error"] == "model.num_layers: 9 > 4"
-    assert bridge.told["c"][2] == {"error": "model.num_layers: 9 > 4"}
+    assert bridge.told["c"][2] == {"error": "model.num_layers: 9 > 4", "failure": "config"}
     assert bridge.told["d"][2]["diverged_step"] == 3 and book.trials["d"].step == 3
     assert recorder.ended["d"][1]["trial.diverged_learning_rate"] == "9.0"
     assert book.best is book.trials["a"]
-    assert book.counts() == {"completed": 1, "pruned": 1, "failed": 2, "diverged": 1}
-    assert lines[-1].startswith("[5/6] trial 4 failed at step None") and "best 0.8 (trial 0)" in lines[-1]
+    assert book.counts() == {"completed": 1, "pruned": 1, "failed": 2, "diverged": 1, "oom": 1, "timeout": 1}
+    assert lines[-1].startswith("[7/8] trial 6 timeout at step None") and "best 0.8 (trial 0)" in lines[-1]
     assert recorder.reports[0] == ("a", 10, {"val_accuracy": 0.6, "train_loss": 0.7})
 
 

@@ -85,6 +85,33 @@ def test_resume_reopens_parent_and_knows_its_trials(tmp_path):
     assert MlflowClient(rec.uri).get_run(parent).info.status == "FINISHED"
 
 
+def test_resume_after_a_killed_driver_settles_each_trial_run_as_the_study_says(tmp_path):
+    rec = _recorder(tmp_path)
+    parent = rec.start_sweep("demo", {}, {}, {})
+    rec.start_trial("done", 0, {"optim.learning_rate": 0.1})
+    rec.end_trial("done", TrialStatus.COMPLETED, {}, {})
+    rec.start_trial("running", 1, {})  # the driver is SIGKILLed: no close
+    rec.start_trial("told", 2, {})  # the study heard it completed, MLflow not yet
+    again = _recorder(tmp_path)
+    again.resume_sweep(parent)
+    again.settle_trial("done", 0, {}, TrialStatus.COMPLETED, 9)
+    again.settle_trial("running", 1, {}, TrialStatus.KILLED, 4)
+    again.settle_trial("told", 2, {}, TrialStatus.COMPLETED, 9)
+    again.settle_trial("3", 3, {"optim.learning_rate": 0.2}, TrialStatus.KILLED, None)  # killed before its run
+    again.close(interrupted=False)
+    runs = {r.data.tags["optuna.trial_number"]: r for r in runs_of(rec.uri, "exp") if r.info.run_id != parent}
+    assert sorted(runs) == ["0", "1", "2", "3"]  # one run per trial, none twice
+    got = {n: (r.info.status, r.data.tags["trial.status"]) for n, r in runs.items()}
+    assert got == {
+        "0": ("FINISHED", "completed"),
+        "1": ("KILLED", "killed"),
+        "2": ("FINISHED", "completed"),
+        "3": ("KILLED", "killed"),
+    }
+    assert runs["1"].data.tags["trial.step_reached"] == "4" and runs["3"].data.params["optim.learning_rate"] == "0.2"
+    assert "trial.step_reached" not in runs["0"].data.tags  # already right: left as it was
+
+
 def test_flatten_nests_with_dots():
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": "1", "a.c.d": "x", "e": "[1, 2]"}
 

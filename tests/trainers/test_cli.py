@@ -44,7 +44,7 @@ def test_bad_input_is_one_line_per_problem_and_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert sorted(proc.stderr.splitlines()) == [
-        "error: data.max_length: 0 is invalid: Input should be greater than 0",
+        "error: data.max_length: 0 must be > 0",
         "error: optim.learning_rat: unknown key; remove it or check the spelling",
     ]
     missing = _run(str(tmp_path / "none.yaml"))

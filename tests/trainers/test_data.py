@@ -132,8 +132,11 @@ def test_too_few_rows_for_split_and_folds(tmp_path):
     with pytest.raises(ConfigError, match=r"split.num_folds: 5 folds need >= 5 rows of every class"):
         make_splits(rows, SplitConfig(num_folds=5))
     tiny = load_rows(DataConfig(path=str(_write_csv(tmp_path / "t.csv", 3, weights=[0.5, 0.5]))), "classification")
-    with pytest.raises(ConfigError, match=r"^split: 3 rows cannot be split this way"):
+    with pytest.raises(ConfigError, match=r"^data: label 'neg' has 1 row in .*t.csv; a stratified split needs >= 2"):
         make_splits(tiny, SplitConfig(val_fraction=0.2))
+    both = load_rows(DataConfig(path=str(_write_csv(tmp_path / "b.csv", 8))), "classification")
+    with pytest.raises(ConfigError, match=r"^split.val_fraction: 0.1 of 8 rows holds out 1 rows for 2 labels"):
+        make_splits(both, SplitConfig(val_fraction=0.1))
 
 
 def test_missing_file_and_unknown_format(tmp_path):
@@ -146,19 +149,19 @@ def test_missing_file_and_unknown_format(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "content"),
+    ("name", "content", "reason"),
     [
-        ("binary.csv", bytes(range(256)) * 4),
-        ("latin1.csv", "text,label\ncaf\xe9 au lait,pos\n".encode("latin-1")),
-        ("empty.csv", b""),
-        ("ragged.jsonl", b'{"text": "a", "label": 1}\n{"text": \n'),
+        ("binary.csv", bytes(range(256)) * 4, "it is binary, not text (a NUL byte in row 1)"),
+        ("latin1.csv", "text,label\nfine,neg\ncaf\xe9 au lait,pos\n".encode("latin-1"), "row 3 (byte 23) is not UTF-8"),
+        ("empty.csv", b"", "the file is empty; it needs a header row"),
+        ("ragged.csv", b"text,label\na,pos\nb,neg,extra,more\n", "row 3 has 4 fields where the header has 2"),
+        ("ragged.jsonl", b'{"text": "a", "label": 1}\n{"text": \n', "it is not a valid .jsonl file"),
     ],
 )
-def test_unreadable_files_are_one_line_naming_the_file(tmp_path, name, content):
+def test_unreadable_files_are_one_line_naming_the_file_and_row(tmp_path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ConfigError) as err:
         load_rows(DataConfig(path=str(path)), "classification")
     assert len(err.value.problems) == 1
-    assert err.value.problems[0].startswith(f"data.path: '{path}' cannot be read as {path.suffix} (")
-    assert err.value.problems[0].endswith("check the file's format and that it is UTF-8 text")
+    assert err.value.problems[0].startswith(f"data.path: '{path}' cannot be read: {reason}")

@@ -1,0 +1,105 @@
+"""Resume is exact: a real sweep whose driver is SIGKILLed at points the test chooses (as Optuna makes a
+trial, as a trial's run starts, mid-report, between the study's tell and MLflow's, while publishing
+the best model), then `sweep resume`: nothing left RUNNING, one MLflow run per Optuna trial with the
+same status, no finished configuration run twice, the budget exact, the best model the best of both."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sweep.tracking import runs_of
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).parent
+NUM_TRIALS = 4
+SPEC = (
+    "name: kill\n"
+    "trial: {model: {name_or_path: tiny-bert}, adaptation: {method: full}, data: {max_rows: 160, max_length: 16},"
+    " optim: {max_steps: 8, batch_size: 8, schedule: constant}, eval: {eval_every_steps: 4, metric: val_accuracy}}\n"
+    "space:\n  optim.learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}\n"
+    "objective: {metric: val_accuracy, direction: maximize}\n"
+    "sampler: {kind: random, seed: 0}\npruner: {kind: none}\n"
+    f"budget: {{num_trials: {NUM_TRIALS}, max_concurrent_trials: 2}}\n"
+    "execution: {dashboard: false, verdict: false}\n"
+)
+
+
+def _sweep(cwd, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env(cwd)
+    )
+
+
+def _env(cwd):
+    import os
+
+    return {**os.environ, "PYTHONPATH": f"{HERE.parent.parent}:{os.environ.get('PYTHONPATH', '')}"}
+
+
+@pytest.mark.parametrize(
+    ("point", "nth"),
+    [
+        ("ask", 2),  # the second trial exists in Optuna only
+        ("start", 3),  # the third trial's run was just created
+        ("report", 3),  # mid-trial, two trials running
+        ("end", 2),  # the second trial told to Optuna, its MLflow run still RUNNING
+        ("publish", 1),  # the best model half copied
+    ],
+)
+def test_kill_the_driver_then_resume(tmp_path, point, nth):
+    (tmp_path / "kill.yaml").write_text(SPEC)
+    killed = _sweep(tmp_path, str(HERE / "kill_driver.py"), point, str(nth), "kill.yaml")
+    assert killed.returncode == -9, killed.stdout + killed.stderr  # SIGKILL: no handler ran
+    run_dir = next((tmp_path / "runs" / "kill").iterdir())
+
+    resumed = _sweep(tmp_path, "-m", "sweep", "resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    out = resumed.stdout
+    assert f"[{NUM_TRIALS + 1}/" not in out  # the progress counter stays within the budget
+
+    uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
+    runs = runs_of(uri, "kill")
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_runs = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+
+    storage = json.loads((run_dir / "sweep.json").read_text())["storage"]
+    study = optuna.load_study(study_name="kill", storage=storage)
+    trials = [t for t in study.trials if t.state.is_finished()]
+    assert not [t for t in study.trials if not t.state.is_finished()]  # no queued rerun left behind
+    # exactly one MLflow run per Optuna trial, the same status in both
+    numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs)
+    assert numbers == [t.number for t in trials]
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in trial_runs}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.data.tags["trial.status"] == t.user_attrs["status"], t.number
+        expected = {"killed": "KILLED", "completed": "FINISHED"}[t.user_attrs["status"]]
+        assert run.info.status == expected, t.number
+    # the budget exactly: killed trials are run again, everything else used its slot
+    ended = [t for t in trials if t.user_attrs["status"] != "killed"]
+    assert len(ended) == NUM_TRIALS
+    # no finished configuration sampled again; each killed one ran again exactly once
+    rates = [t.params["optim.learning_rate"] for t in ended]
+    assert len(set(rates)) == NUM_TRIALS
+    for t in trials:
+        if t.user_attrs["status"] == "killed" and t.params:
+            reruns = [u for u in trials if u.user_attrs.get("rerun_of") == t.number]
+            assert len(reruns) == 1 and reruns[0].params == t.params
+    # the best model is the best over both runs, published whole
+    top = max(t.value for t in trials if t.state == TrialState.COMPLETE)
+    best = study.trials[int(parents[0].data.tags["sweep.best_trial"])]  # ties: the first to finish
+    assert best.state == TrialState.COMPLETE and best.value == top
+    config = yaml.safe_load((run_dir / "best" / "best_config.yaml").read_text())
+    assert config["optim"]["learning_rate"] == best.params["optim.learning_rate"]
+    assert any((run_dir / "best" / "model").iterdir())
+    assert not (run_dir / ".best.partial").exists()
+    assert sorted(p.name for p in (run_dir / "models").iterdir()) == []  # published and cleaned up
