@@ -310,7 +310,7 @@ def param_findings(
     model refitted), Bonferroni-corrected over the parameters, and must also exceed the validation
     set's own noise.
     """
-    searched = [p for p, s in evidence.space.items() if s.get("type") != "fixed"]
+    searched = [p for p, s in evidence.space.items() if s.get("type") not in ("fixed", "tied")]
     alpha = 0.05 / max(1, 2 * len(searched))  # Bonferroni over the parameters, and keep vs blame each
     max_permutations = max(400, math.ceil(20 / alpha))  # enough that p < alpha can be seen at all
     rng = np.random.default_rng(0)
@@ -599,7 +599,7 @@ def analyze(evidence: Evidence, importance_fn: ImportanceFn | None = None) -> An
     noise = measurement_noise(evidence, scores, sign)
     importance: dict[str, float] = {}
     method = "none (fewer than 4 trials to compare)"
-    searched = [p for p, s in evidence.space.items() if s.get("type") != "fixed"]
+    searched = [p for p, s in evidence.space.items() if s.get("type") not in ("fixed", "tied")]
     if importance_fn is not None and len(scores) >= 4 and searched:
         importance = _importances(evidence, scores, searched, importance_fn)
         method = (

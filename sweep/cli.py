@@ -1,11 +1,13 @@
-"""`sweep validate|run|resume|report|dashboard SPEC [key=value ...]`. Heavy imports happen inside commands."""
+"""`sweep validate|run|resume|report|evaluate|predict|dashboard`. Heavy imports happen inside commands."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from sweep.spec import SpecError, SweepError, load_spec
 from trainers.config import ConfigError
@@ -27,12 +29,15 @@ def _validate(args: argparse.Namespace) -> int:
     from sweep.runner import preflight
 
     spec = load_spec(args.spec, args.overrides)
-    fingerprints = preflight(spec).fingerprints
+    plan = preflight(spec)
+    fingerprints = plan.fingerprints
     print(
         f"{args.spec}: OK — sweep '{spec.name}', {len(spec.space)} parameters, {spec.budget.num_trials} trials, "
         f"sampler {spec.sampler.kind}, pruner {spec.pruner.kind}; data {fingerprints['data']}, "
         f"split {fingerprints['split']}"
     )
+    for line in plan.data_lines:
+        print(line)
     return 0
 
 
@@ -61,6 +66,66 @@ def _resume(args: argparse.Namespace) -> int:
     result = run_sweep(spec, resume_dir=run_dir)
     print_summary(spec, result)
     return 130 if result.interrupted else 0
+
+
+def _best(run_dir: Path) -> tuple[Any, Path]:
+    """The chosen model of a run dir: its trial config and its saved weights."""
+    from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
+    from trainers.config import load_trial_config
+
+    best = run_dir / BEST_DIR
+    if not (best / BEST_CONFIG).is_file() or not (best / BEST_MODEL).is_dir():
+        raise SpecError(
+            [
+                f"run_dir: '{run_dir}' holds no best model ({BEST_DIR}/{BEST_MODEL}); pass the run dir of a finished sweep"
+            ]
+        )
+    return load_trial_config(best / BEST_CONFIG), best / BEST_MODEL
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from sweep.run_dir import BEST_DIR, STATE_FILE
+    from trainers.saved import evaluate_file
+
+    run_dir = Path(args.run_dir)
+    cfg, model_dir = _best(run_dir)
+    metrics, rows = evaluate_file(cfg, model_dir, args.file)
+    stem = re.sub(r"[^\w.-]", "_", Path(args.file).stem)
+    print(f"{args.file}: {rows} rows")
+    for key, value in metrics.items():
+        print(f"  {key:<16} {value:.4f}")
+    (run_dir / BEST_DIR / f"eval_{stem}.json").write_text(
+        json.dumps({"file": str(args.file), "num_rows": rows, **metrics}, indent=1)
+    )
+    state = run_dir / STATE_FILE
+    if state.is_file():
+        from sweep.tracking import record_evaluation
+
+        info = json.loads(state.read_text())
+        record_evaluation(info["tracking_uri"], info["parent_run_id"], stem, metrics)
+        print(f"recorded on the sweep's MLflow run as eval_{stem}_*")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    from trainers.saved import predict_file
+
+    cfg, model_dir = _best(Path(args.run_dir))
+    out = Path(args.out or f"{Path(args.file).stem}.predictions.csv")
+    with tqdm(unit="row", desc="predict", disable=None) as bar:
+        header, rows = predict_file(cfg, model_dir, args.file, on_batch=bar.update)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    print(f"{len(rows)} predictions in {out}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -101,13 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="the verdict (accept / redesign), blame and next sweep of a finished sweep")
     p.add_argument("target", help="a run dir (runs/NAME/TIME) or the sweep's MLflow parent run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI or runs/)")
+    p = sub.add_parser("evaluate", help="the chosen model's metrics on a labelled file (e.g. a held-out test set)")
+    p.add_argument("run_dir", help="a finished sweep's run dir (runs/NAME/TIME)")
+    p.add_argument("file", help="csv / tsv / jsonl / parquet with the spec's columns")
+    p = sub.add_parser("predict", help="the chosen model's predictions for a file (labels optional)")
+    p.add_argument("run_dir")
+    p.add_argument("file")
+    p.add_argument("--out", help="CSV to write (default: FILE_STEM.predictions.csv)")
     p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
     p.add_argument("--runs-dir", default="runs")
     args = parser.parse_args(argv)
     _env_defaults()
-    command = {"validate": _validate, "run": _run, "resume": _resume, "report": _report, "dashboard": _dashboard}[
-        args.command
-    ]
+    command = {
+        "validate": _validate,
+        "run": _run,
+        "resume": _resume,
+        "report": _report,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "dashboard": _dashboard,
+    }[args.command]
     try:
         return command(args)
     except ConfigError as exc:  # a SpecError, or a trial's own check reached through the spec

@@ -75,7 +75,7 @@ class TrialBook:
             rec.outcome = final
             rec.status = TrialStatus(final.status)
             rec.step = final.diverged_step if rec.status == TrialStatus.DIVERGED else final.final_step
-            rec.value = final.final_metrics.get(self.objective)
+            rec.value = final.result_metrics.get(self.objective)  # the kept weights (eval.keep)
         elif isinstance(final, TrialFailure):
             rec.status, rec.error = TrialStatus(final.status), final.error
         else:

@@ -64,6 +64,9 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
             f"best: trial {result.best.number}, {spec.objective.metric}={result.best.value:.4g}; "
             f"config and model in {result.run_dir / 'best'}"
         )
+    if result.test_metrics:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in result.test_metrics.items() if "recall" not in k)
+        print(f"held-out test (the chosen model only): {shown}")
     if spec.acceptance.threshold is not None and result.report is None:
         print(acceptance_line(spec, result.best.value if result.best else None))
     if result.report is not None:

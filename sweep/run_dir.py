@@ -13,6 +13,7 @@ MODELS_DIR = "models"  # models of running trials and the best so far (one per R
 BEST_DIR = "best"  # the best trial's model and config, published when the sweep ends
 BEST_CONFIG = "best_config.yaml"
 BEST_MODEL = "model"
+TEST_FILE = "test_metrics.json"  # in best/: the chosen model on the held-out test part
 
 
 def new_run_dir(runs_dir: str, name: str) -> Path:

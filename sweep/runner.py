@@ -15,7 +15,17 @@ import yaml
 
 from sweep.interfaces import Recorder
 from sweep.observer import Echo, ModelFiles, Progress, SweepObserver, TrialBook, TrialRecord
-from sweep.run_dir import MODELS_DIR, OPTUNA_FILE, RAY_FILE, SPEC_FILE, STATE_FILE, new_run_dir
+from sweep.run_dir import (
+    BEST_DIR,
+    BEST_MODEL,
+    MODELS_DIR,
+    OPTUNA_FILE,
+    RAY_FILE,
+    SPEC_FILE,
+    STATE_FILE,
+    TEST_FILE,
+    new_run_dir,
+)
 from sweep.space import candidate_values
 from sweep.spec import SpecError, SweepSpec
 from sweep.status import TrialStatus
@@ -35,12 +45,14 @@ class SweepResult:
     time_split: dict[str, float] = field(default_factory=dict)
     report: Any = None  # sweep.verdict.Report, when execution.verdict is on
     stop_reason: str = ""  # why fewer trials than the budget ran ("" when the budget was used)
+    test_metrics: dict[str, float] = field(default_factory=dict)  # the chosen model on the held-out test part
 
 
 @dataclass(frozen=True)
 class SweepPlan:
     fingerprints: dict[str, str]  # of the template's data and split
     max_last_step: int  # the largest step any trial of the space reports (ASHA's max_t, Hyperband's max)
+    data_lines: list[str] = field(default_factory=list)  # rows per part and class balance, for `sweep validate`
 
 
 STEP_PATHS = (
@@ -70,7 +82,7 @@ def preflight(spec: SweepSpec) -> SweepPlan:
     for path, p in spec.space.items():
         if not path.startswith(("model.", "data.", "split.")):
             continue
-        for value in candidate_values(p):
+        for value in candidate_values(p, spec.space):
             try:
                 plan_trial(spec.trial_config({path: value}))
             except ConfigError as exc:
@@ -81,7 +93,7 @@ def preflight(spec: SweepSpec) -> SweepPlan:
     problems = spec.pruner.problems(spec.trial_config({}), max_last_step)
     if problems:
         raise SpecError(problems)
-    return SweepPlan(plan.fingerprints, max_last_step)
+    return SweepPlan(plan.fingerprints, max_last_step, plan.describe())
 
 
 def _max_last_step(spec: SweepSpec, template_last: int) -> int:
@@ -89,7 +101,7 @@ def _max_last_step(spec: SweepSpec, template_last: int) -> int:
     import itertools
 
     paths = [path for path in spec.space if path in STEP_PATHS]
-    choices = [candidate_values(spec.space[path]) for path in paths]
+    choices = [candidate_values(spec.space[path], spec.space) for path in paths]
     largest = template_last
     for combo in itertools.islice(itertools.product(*choices), 512):
         last = last_step_of(spec, dict(zip(paths, combo, strict=True)))
@@ -188,7 +200,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     finally:
         wall = time.time() - started
         stop_reason = "" if interrupted or crashed else _stop_reason(spec, book, bridge.exhausted())
-        _close_record(spec, book, models, recorder, run_dir, wall, interrupted, crashed, stop_reason)
+        test_metrics = _close_record(spec, book, models, recorder, run_dir, wall, interrupted, crashed, stop_reason)
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
     assert recorder.parent_id is not None
@@ -216,6 +228,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         book.time_split(),
         report,
         stop_reason,
+        test_metrics,
     )
 
 
@@ -275,11 +288,17 @@ def _close_record(
     interrupted: bool,
     crashed: bool,
     stop_reason: str = "",
-) -> None:
-    """Publish the best model, write the sweep's summary, and leave no run RUNNING."""
+) -> dict[str, float]:
+    """Publish the best model, evaluate it (alone) on the held-out test part, write the sweep's summary,
+    and leave no run RUNNING. Returns the test metrics."""
     best = book.best
+    test: dict[str, float] = {}
     if best is not None and models.models_dir is not None:
         models.publish(spec, best, run_dir, recorder)
+        if not interrupted and not crashed:
+            test = _held_out(spec, best, run_dir)
+            if test:
+                recorder.log_trial_metrics(best.ray_id, test)
     summary = {
         "wall_s": wall,
         "num_trials": len(book.trials),
@@ -290,6 +309,7 @@ def _close_record(
         "num_never_started": max(0, spec.budget.num_trials - book.num_used()),
         "stop_reason": stop_reason,
         **book.time_split(),
+        **test,
     }
     end_tags = {
         "sweep.best_trial": str(best.number if best else None),
@@ -300,3 +320,22 @@ def _close_record(
     if not interrupted and not crashed:
         recorder.finish_sweep(summary, end_tags)
     recorder.close(interrupted, crashed)
+    return test
+
+
+def _held_out(spec: SweepSpec, best: TrialRecord, run_dir: Path) -> dict[str, float]:
+    """The chosen model on the test part (the only model that ever sees it); {} without a test part."""
+    from trainers.saved import evaluate_held_out
+
+    model_dir = run_dir / BEST_DIR / BEST_MODEL
+    cfg = spec.trial_config(best.params)
+    if not model_dir.is_dir() or cfg.split.num_folds is not None:
+        return {}
+    try:
+        metrics, rows = evaluate_held_out(cfg, model_dir)
+    except Exception:  # the sweep is recorded either way; `sweep evaluate` can do it again
+        logging.getLogger(__name__).warning("the held-out evaluation failed", exc_info=True)
+        return {}
+    if metrics:
+        (run_dir / BEST_DIR / TEST_FILE).write_text(json.dumps({"num_rows": rows, **metrics}, indent=1))
+    return metrics

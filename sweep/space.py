@@ -49,7 +49,22 @@ class FixedParam(_Param):
     value: Any
 
 
-Param = Annotated[FloatParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")]
+class TiedParam(_Param):
+    """Not searched: follows another parameter, ``value = times * to + plus`` (e.g. LoRA alpha = 2 x r,
+    so the adapter's scale alpha / r stays fixed while r is searched)."""
+
+    type: Literal["tied"]
+    to: str = Field(description="A numeric parameter listed earlier in the space.")
+    times: float = 1.0
+    plus: float = 0.0
+
+    def value_for(self, parent: Any) -> int | float:
+        value = self.times * parent + self.plus
+        whole = isinstance(parent, int) and float(self.times).is_integer() and float(self.plus).is_integer()
+        return round(value) if whole else float(value)
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam | FixedParam | TiedParam, Field(discriminator="type")]
 
 
 class Suggester(Protocol):
@@ -90,6 +105,8 @@ def can_take(p: Param, value: Any) -> bool:
         return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in p.choices)
     if isinstance(p, FixedParam):
         return bool(value == p.value)
+    if isinstance(p, TiedParam):
+        return _is_number(value)  # what the parent can give is checked where the parent is
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if not p.low <= value <= p.high:
@@ -105,17 +122,29 @@ def describe(p: Param) -> str:
         return f"one of {p.choices}"
     if isinstance(p, FixedParam):
         return f"only {p.value!r}"
+    if isinstance(p, TiedParam):
+        return f"{p.times:g} x {p.to} + {p.plus:g}"
     step = f" in steps of {p.step}" if p.step is not None and p.step != 1 else ""
     return f"{p.low} to {p.high}{step}"
 
 
-def candidate_values(p: Param) -> list[Any]:
-    """Values worth checking against the trial schema before anything runs."""
+def candidate_values(p: Param, space: Mapping[str, Param] | None = None) -> list[Any]:
+    """Values worth checking against the trial schema before anything runs (a tied parameter's follow
+    its parent's, found in ``space``)."""
     if isinstance(p, FloatParam | IntParam):
         return [p.low, p.high]
     if isinstance(p, CategoricalParam):
         return list(p.choices)
+    if isinstance(p, TiedParam):
+        parent = (space or {}).get(p.to)
+        if parent is None or isinstance(parent, TiedParam):
+            return []
+        return [p.value_for(v) for v in candidate_values(parent, space) if _is_number(v)]
     return [p.value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _active(p: Param, sampled: Mapping[str, Any]) -> bool:
@@ -140,6 +169,9 @@ def sample(space: Mapping[str, Param], suggester: Suggester) -> dict[str, Any]:
             out[path] = suggester.suggest_int(path, p.low, p.high, step=p.step, log=p.log)
         elif isinstance(p, CategoricalParam):
             out[path] = suggester.suggest_categorical(path, p.choices)
+        elif isinstance(p, TiedParam):
+            if p.to in out:  # a parent that was not sampled (its condition failed) leaves it out too
+                out[path] = p.value_for(out[p.to])
         else:
             out[path] = p.value
     return out

@@ -22,7 +22,7 @@ from pydantic import (
 
 from sweep.pruners import MedianPruner, PrunerSpec
 from sweep.samplers import SamplerSpec, TpeSampler
-from sweep.space import Param, can_take, candidate_values, compose, describe, param_rules
+from sweep.space import Param, TiedParam, can_take, candidate_values, compose, describe, param_rules
 from trainers.config import (
     ConfigError,
     Section,
@@ -169,7 +169,7 @@ def _trial_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
 TRIAL_PATHS = frozenset(_trial_fields(TrialConfig))
 
 
-PARAM_TYPES = ("float", "int", "categorical", "fixed")
+PARAM_TYPES = ("float", "int", "categorical", "fixed", "tied")
 
 
 def _check_types(data: Mapping[str, Any]) -> list[str]:
@@ -186,6 +186,10 @@ def _check_types(data: Mapping[str, Any]) -> list[str]:
                 f"write e.g. {{type: float, low: 1e-5, high: 1e-2, log: true}}"
             )
     return problems
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check(spec: SweepSpec) -> list[str]:
@@ -221,7 +225,19 @@ def _check(spec: SweepSpec) -> list[str]:
                     f"space.{path}.when: {cond} = {wanted!r} can never hold, so {path} would never be sampled; "
                     f"use a value {cond} can take ({describe(spec.space[cond])})"
                 )
-        for value in candidate_values(p):
+        if isinstance(p, TiedParam):
+            parent = spec.space.get(p.to)
+            if parent is None or p.to not in earlier:
+                problems.append(
+                    f"space.{path}.to: '{p.to}' is not a parameter listed before '{path}'; "
+                    f"list '{p.to}' earlier in space, or tie to one that is"
+                )
+            elif isinstance(parent, TiedParam) or not all(_number(v) for v in candidate_values(parent, spec.space)):
+                problems.append(
+                    f"space.{path}.to: '{p.to}' takes {describe(parent)}; a tied parameter follows a numeric one "
+                    f"(float, int, or numeric choices)"
+                )
+        for value in candidate_values(p, spec.space):
             try:
                 spec.trial_config({path: value})
             except ConfigError as exc:
@@ -234,9 +250,10 @@ def _check(spec: SweepSpec) -> list[str]:
             f"acceptance.secondary.metric: '{accept.secondary.metric}' is not reported for {task.name}; "
             f"use one of {list(task.metrics)}"
         )
-    if accept.confirm_on_test and template.split.test_fraction == 0:
+    if accept.confirm_on_test and template.split.test_fraction == 0 and template.data.test_path is None:
         problems.append(
-            "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)"
+            "acceptance.confirm_on_test: true needs a held-out test part; set trial.split.test_fraction (e.g. 0.1) "
+            "or trial.data.test_path"
         )
     elif accept.confirm_on_test and template.split.num_folds is not None:
         problems.append(

@@ -169,6 +169,12 @@ class MlflowRecorder:
         self._set_tags(run_id, {STATUS_TAG: status.value, **tags})
         self._end(run_id, status.run_status)
 
+    def log_trial_metrics(self, key: str, metrics: Mapping[str, float]) -> None:
+        """Metrics measured after a trial ended (the chosen model's held-out test), on its run."""
+        run_id = self.trial_runs.get(key)
+        if run_id is not None:
+            self._log_metrics(run_id, metrics, step=0)
+
     def tag_trial(self, key: str, tags: Mapping[str, str]) -> None:
         run_id = self.trial_runs.get(key)
         if run_id is not None:
@@ -265,6 +271,13 @@ def record_verdict(
     client.log_batch(parent_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in tags.items()])
     for path in files:
         client.log_artifact(parent_id, str(path), "verdict")
+
+
+def record_evaluation(uri: str, parent_id: str, name: str, metrics: Mapping[str, float]) -> None:
+    """`sweep evaluate`: the chosen model's metrics on a file, as ``eval_<name>_<metric>`` on the sweep's run."""
+    client = MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    client.log_batch(parent_id, metrics=[Metric(f"eval_{name}_{k}", float(v), now, 0) for k, v in metrics.items()])
 
 
 def has_model(uri: str, run_id: str) -> bool:

@@ -90,6 +90,8 @@ class FoldOutcome(_Record):
     best_metrics: dict[str, float] = Field(default_factory=dict)
     final_step: int | None = None
     final_metrics: dict[str, float] = Field(default_factory=dict)
+    kept_step: int | None = None
+    kept_metrics: dict[str, float] = Field(default_factory=dict)
     history: list[EvalRecord] = Field(default_factory=list)
     num_steps: int = 0
     num_examples: int = 0
@@ -106,6 +108,10 @@ class TrialOutcome(_Record):
     best_metrics: dict[str, float] = Field(default_factory=dict)
     final_step: int | None = None
     final_metrics: dict[str, float] = Field(default_factory=dict)
+    kept_step: int | None = Field(None, description="The evaluation whose weights were kept (eval.keep).")
+    kept_metrics: dict[str, float] = Field(
+        default_factory=dict, description="The trial's result: the metrics of the weights it kept and saved."
+    )
     history: list[EvalRecord] = Field(default_factory=list)
     num_steps: int = 0
     num_examples: int = 0
@@ -126,3 +132,8 @@ class TrialOutcome(_Record):
     diverged_learning_rate: float | None = None
     model_dir: str | None = None
     label_names: list[str] = Field(default_factory=list)
+
+    @property
+    def result_metrics(self) -> dict[str, float]:
+        """What the trial reports as its result: the kept weights' metrics (the last ones if none kept)."""
+        return self.kept_metrics or self.final_metrics

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -47,20 +48,35 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _position(value: Any) -> Any:
+    """A headerless file's columns are named by position: ``text_column: 1`` means column "1"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Column = Annotated[str, BeforeValidator(_position)]
+
+
 class DataConfig(Section):
     path: str | None = Field(
         None,
         description="csv / tsv / jsonl / parquet file or a saved HF dataset directory; "
         "None = the shipped demo data for the task.",
     )
-    text_column: str = Field("text", description="Classification / regression input column.")
-    label_column: str = Field(
+    val_path: str | None = Field(
+        None, description="A given validation file (same format rules as path): replaces the random validation split."
+    )
+    test_path: str | None = Field(
+        None, description="A given held-out test file: only the chosen model is evaluated on it."
+    )
+    header: bool = Field(True, description="false: the files have no header row; name columns by position (0, 1, ...).")
+    text_column: Column = Field("text", description="Classification / regression input column.")
+    label_column: Column = Field(
         "label", description="Classification label column (str or int labels); regression target column (numbers)."
     )
-    prompt_column: str = Field("prompt", description="Causal-LM prompt column.")
-    response_column: str = Field("response", description="Causal-LM expected-response column.")
+    prompt_column: Column = Field("prompt", description="Causal-LM prompt column.")
+    response_column: Column = Field("response", description="Causal-LM expected-response column.")
     max_length: PositiveInt = Field(64, description="Tokens per example after truncation.")
-    max_rows: PositiveInt | None = Field(None, description="Use only the first N rows (quick runs).")
+    max_rows: PositiveInt | None = Field(None, description="Use only the first N rows of path (quick runs).")
 
 
 class SplitConfig(Section):
@@ -121,6 +137,11 @@ class EvalConfig(Section):
     eval_every_steps: PositiveInt = 20
     metric: str = Field("val_loss", description="Metric that defines the best step.")
     direction: Literal["minimize", "maximize"] = "minimize"
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="Which weights the trial keeps, saves and reports as its result: those of its best "
+        "evaluation (like transformers' load_best_model_at_end) or of its last step.",
+    )
     batch_size: PositiveInt = 64
     max_generate_examples: PositiveInt = Field(64, description="Causal LM: examples generated per eval.")
     max_new_tokens: PositiveInt = Field(8, description="Causal LM: greedy answer length cap.")

@@ -32,6 +32,7 @@ class Rows:
     label_names: list[str]  # classification only
     fingerprint: str
     source: str
+    given: dict[str, tuple[int, int]] = field(default_factory=dict)  # "val"/"test": rows from their own files
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -74,11 +75,13 @@ def _check_text(path: Path) -> None:
             rows += chunk.count(b"\n")
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def _read_frame(path: Path, header: bool = True) -> pd.DataFrame:
     try:
         if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
             _check_text(path)
-        return _parse(path)
+        frame = _parse(path, header)
+        frame.columns = [str(c) for c in frame.columns]  # a headerless file's columns: "0", "1", ...
+        return frame
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
         raise ConfigError([f"data.path: '{path}' cannot be read: {_read_problem(path, exc)}"]) from None
 
@@ -108,7 +111,7 @@ def _read_problem(path: Path, exc: Exception) -> str:
     return f"it is not a valid {kind} file ({reason}); check its format"
 
 
-def _parse(path: Path) -> pd.DataFrame:
+def _parse(path: Path, header: bool = True) -> pd.DataFrame:
     if path.is_dir():
         import datasets  # only for saved HF dataset directories
 
@@ -124,11 +127,12 @@ def _parse(path: Path) -> pd.DataFrame:
             ds = ds["train"]
         return ds.to_pandas()
     suffix = path.suffix.lower()
+    first_row = 0 if header else None
     if suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False)
+        return pd.read_csv(path, keep_default_na=False, header=first_row)
     if suffix == ".tsv":
         # GLUE-style TSV: no quoting, split on tabs only
-        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, header=first_row)
     if suffix in (".jsonl", ".json"):
         return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
     if suffix == ".parquet":
@@ -138,14 +142,35 @@ def _parse(path: Path) -> pd.DataFrame:
     )
 
 
-def _require_columns(frame: pd.DataFrame, wanted: dict[str, str], path: Path) -> None:
-    problems = [
-        f"data.{field_}: column '{col}' is not in '{path}'; columns are {list(frame.columns)}; set data.{field_}"
-        for field_, col in wanted.items()
-        if col not in frame.columns
-    ]
-    if problems:
-        raise ConfigError(problems)
+def _require_columns(frame: pd.DataFrame, wanted: dict[str, str], path: Path, header: bool = True) -> None:
+    missing = {f: col for f, col in wanted.items() if col not in frame.columns}
+    if not missing:
+        return
+    names = [str(c) for c in frame.columns]
+    if header and path.suffix.lower() in (".csv", ".tsv") and _looks_like_data(names):
+        # the file has no header row: its first example was read as column names
+        longest = max(range(len(names)), key=lambda i: len(names[i]))
+        fix = ", ".join(
+            f"data.{f}: {longest if f in ('text_column', 'prompt_column') else min(set(range(len(names))) - {longest}, default=0)}"
+            for f in wanted
+        )
+        raise ConfigError(
+            [
+                f"data.header: the first row of '{path}' looks like data, not column names ({names[:3]}); "
+                f"for a file without a header row set data.header: false and name columns by position ({fix})"
+            ]
+        )
+    raise ConfigError(
+        [
+            f"data.{f}: column '{col}' is not in '{path}'; columns are {names}; set data.{f}"
+            for f, col in missing.items()
+        ]
+    )
+
+
+def _looks_like_data(names: list[str]) -> bool:
+    """Column names that read like an example: a number, or a sentence."""
+    return any(n.strip().lstrip("-").replace(".", "", 1).isdigit() or len(n.split()) >= 3 for n in names)
 
 
 def _clean_texts(frame: pd.DataFrame, column: str, field_: str, path: Path) -> list[str]:
@@ -170,25 +195,69 @@ def _fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def load_rows(cfg: DataConfig, task: str) -> Rows:
-    """Read and check the data; every problem is a ConfigError naming the field and the fix."""
+def load_rows(cfg: DataConfig, task: str, label_names: list[str] | None = None) -> Rows:
+    """Read and check the data (and the given validation/test files after it); every problem is a
+    ConfigError naming the field, the file and the fix."""
     path = resolve_data_path(cfg, task)
+    rows = _load_one(cfg, task, path, "path", label_names, cfg.max_rows)
+    given: dict[str, tuple[int, int]] = {}
+    parts = [rows]
+    for part, field_ in (("val", "val_path"), ("test", "test_path")):
+        extra = getattr(cfg, field_)
+        if extra is None:
+            continue
+        more = _load_one(cfg, task, Path(extra), field_, rows.label_names or None, None)
+        start = sum(len(p) for p in parts)
+        given[part] = (start, start + len(more))
+        parts.append(more)
+    if not given:
+        return rows
+    return Rows(
+        task,
+        [t for p in parts for t in p.texts],
+        [r for p in parts for r in p.responses],
+        np.concatenate([p.targets for p in parts]),
+        rows.label_names,
+        _fingerprint(*(p.fingerprint for p in parts), given),
+        rows.source,
+        given,
+    )
+
+
+def _load_one(
+    cfg: DataConfig, task: str, path: Path, field_: str, label_names: list[str] | None, max_rows: int | None
+) -> Rows:
     if not path.exists():
-        raise ConfigError([f"data.path: '{path}' does not exist; pass an existing file or directory"])
-    frame = _read_frame(path)
-    if cfg.max_rows is not None:
-        frame = frame.iloc[: cfg.max_rows]
+        raise ConfigError([f"data.{field_}: '{path}' does not exist; pass an existing file or directory"])
+    frame = _read_frame(path, cfg.header)
+    if max_rows is not None:
+        frame = frame.iloc[:max_rows]
     reader = get_task(task)
-    _require_columns(frame, {f: getattr(cfg, f) for f in reader.columns}, path)
-    return reader.read(frame, cfg, path)
+    _require_columns(frame, {f: getattr(cfg, f) for f in reader.columns}, path, cfg.header)
+    return reader.read(frame, cfg, path, label_names)
 
 
-def read_labels(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
-    """Text + class label (str or int); labels become ids in a stable order (numbers numerically)."""
+def read_labels(
+    task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None
+) -> Rows:
+    """Text + class label (str or int); labels become ids in a stable order (numbers numerically), or
+    the ids of ``label_names`` (a validation/test file, a file a trained model is evaluated on)."""
     texts = _clean_texts(frame, cfg.text_column, "text_column", path)
     raw = frame[cfg.label_column].tolist()
     if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
         raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
+    if label_names is not None:
+        unknown = sorted({str(v) for v in raw} - set(label_names))
+        if unknown:
+            raise ConfigError(
+                [
+                    f"data.label_column: labels {unknown[:5]} of '{path}' are not among the training labels "
+                    f"{label_names}; fix them or add them to the training data"
+                ]
+            )
+        index = {n: i for i, n in enumerate(label_names)}
+        labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
+        return Rows(task, texts, [], labels, list(label_names), _fingerprint(task, texts, labels.tolist()), str(path))
     names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), _num_or(s), s))
     if len(names) < 2:
         raise ConfigError(
@@ -235,7 +304,10 @@ def _num_or(s: str) -> float:
 
 
 def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
-    """Seeded, stratified (classification) split; the same rows + seed give the same split."""
+    """Seeded, stratified (classification) split; the same rows + seed give the same split. Rows from a
+    given validation or test file (``data.val_path`` / ``data.test_path``) are that part as they are."""
+    if rows.given:
+        return _given_splits(rows, cfg)
     n = len(rows)
     idx = np.arange(n)
     stratify = rows.targets if get_task(rows.task).stratify else None
@@ -271,6 +343,45 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     test = np.sort(test)
     fp = _fingerprint(rows.fingerprint, test.tolist(), [(f.train.tolist(), f.val.tolist()) for f in folds])
     return Splits(folds, test, fp)
+
+
+def _given_splits(rows: Rows, cfg: SplitConfig) -> Splits:
+    """The training file is the training part (less a test fraction, if asked, when no test file is
+    given); a given file is its part."""
+    if "val" in rows.given and cfg.num_folds is not None:
+        raise ConfigError(
+            [
+                "split.num_folds: k-fold cross-validation makes its own validation folds from data.path; "
+                "drop data.val_path or split.num_folds"
+            ]
+        )
+    if "test" in rows.given and cfg.test_fraction > 0:
+        raise ConfigError(
+            [
+                f"split.test_fraction: {cfg.test_fraction} and data.test_path both name a test part; "
+                f"set split.test_fraction: 0 to use the file"
+            ]
+        )
+    end = min(start for start, _ in rows.given.values())
+    main = Rows(
+        rows.task, rows.texts[:end], rows.responses[:end], rows.targets[:end], rows.label_names, "", rows.source
+    )
+    parts = {k: np.arange(a, b) for k, (a, b) in rows.given.items()}
+    if "val" in parts:
+        # the training file: the test fraction (if any) is held out of it, the rest trains
+        inner = (
+            make_splits(main, cfg.model_copy(update={"val_fraction": cfg.test_fraction, "test_fraction": 0.0}))
+            if cfg.test_fraction
+            else None
+        )
+        train = inner.folds[0].train if inner else np.arange(end)
+        test = inner.folds[0].val if inner else parts.get("test", np.zeros(0, dtype=np.int64))
+        folds = [Fold(train, parts["val"])]
+    else:  # only a test file: the validation part (or folds) comes from the training file as usual
+        inner = make_splits(main, cfg)
+        folds, test = inner.folds, parts["test"]
+    fp = _fingerprint(rows.fingerprint, test.tolist(), [(f.train.tolist(), f.val.tolist()) for f in folds])
+    return Splits(folds, np.sort(test), fp)
 
 
 def _check_stratified(rows: Rows, cfg: SplitConfig) -> None:

@@ -90,18 +90,15 @@ def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
         fold_outcomes.append(outcome)
         if k_fold and outcome.status == "completed":
             try:
-                reporter.report(index, {**outcome.final_metrics, "fold": float(index)})
+                reporter.report(index, {**outcome.kept_metrics, "fold": float(index)})
             except TrialPruned:
                 outcome.status = "pruned"
         if outcome.status != "completed":
             break
     assert model is not None
+    # the held-out test part is not touched here: only the chosen model is evaluated on it
+    # (trainers.saved.evaluate_held_out, once the sweep has chosen)
     result = _summarize(cfg, prep, fold_outcomes, timings, k_fold)
-    if not k_fold and result.status == "completed" and len(prep.splits.test):
-        t0 = time.perf_counter()
-        test = prep.evaluate(cfg, model, prep.splits.test)
-        timings.eval_s += time.perf_counter() - t0
-        result.test_metrics = {k.replace("val_", "test_", 1): v for k, v in test.items()}
     if cfg.output_dir and result.status == "completed":  # k folds: the last fold's model
         result.model_dir = _save(model, prep, cfg.output_dir)
     result.num_trainable_params, result.num_total_params = models.count_parameters(model)
@@ -150,6 +147,7 @@ def _fit_one(
     batches = _batches(fold.train, cfg.optim.batch_size, cfg.seed)
     out = FoldOutcome(fold=index, status="completed")
     better = (lambda a, b: a < b) if cfg.eval.direction == "minimize" else (lambda a, b: a > b)
+    kept = _Snapshot() if cfg.eval.keep == "best" else None
     window: list[float] = []
     step = 0
     while step < total:
@@ -190,12 +188,53 @@ def _fit_one(
         value = metrics[cfg.eval.metric]
         if math.isfinite(value) and (out.best_step is None or better(value, out.best_metrics[cfg.eval.metric])):
             out.best_step, out.best_metrics = step, metrics
+            if kept is not None and step != total:  # the last step's weights are the model's own
+                kept.take(model)
         try:
             reporter.report(step, metrics)
         except TrialPruned:
             out.status = "pruned"
             break
+    if kept is not None and out.best_step is not None:
+        if out.best_step != out.final_step:
+            kept.restore(model)
+        out.kept_step, out.kept_metrics = out.best_step, out.best_metrics
+    else:
+        out.kept_step, out.kept_metrics = out.final_step, out.final_metrics
     return out, model
+
+
+class _Snapshot:
+    """The trainable weights at the best evaluation so far: in memory (a LoRA adapter and head are
+    small), on disk when they are large (full fine-tuning of a big model)."""
+
+    IN_MEMORY_BYTES = 2 * 2**30
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+        self.file: Any = None
+
+    def take(self, model: torch.nn.Module) -> None:
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        size = sum(p.numel() * p.element_size() for p in params.values())
+        state = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+        if size <= self.IN_MEMORY_BYTES:
+            self.state = state
+            return
+        import tempfile
+
+        if self.file is None:
+            self.file = tempfile.NamedTemporaryFile(suffix=".pt", prefix="fsweep-best-")  # noqa: SIM115
+        torch.save(state, self.file.name)
+
+    def restore(self, model: torch.nn.Module) -> None:
+        state = self.state if self.state is not None else torch.load(self.file.name, weights_only=True)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in state:
+                    param.copy_(state[name].to(param.device))
+        if self.file is not None:
+            self.file.close()
 
 
 def _summarize(
@@ -224,10 +263,13 @@ def _summarize(
         result.history = last.history
         result.best_step, result.best_metrics = last.best_step, last.best_metrics
         result.final_step, result.final_metrics = last.final_step, last.final_metrics
+        if status == "completed":
+            result.kept_step, result.kept_metrics = last.kept_step, last.kept_metrics
     elif status == "completed":
         result.final_metrics = _mean_metrics([f.final_metrics for f in folds])
         result.best_metrics = _mean_metrics([f.best_metrics for f in folds])
-        result.final_step = result.best_step = len(folds) - 1
+        result.kept_metrics = _mean_metrics([f.kept_metrics for f in folds])
+        result.final_step = result.best_step = result.kept_step = len(folds) - 1
     return result
 
 

@@ -21,6 +21,22 @@ class TrialPlan:
     num_test: int
     total_steps: int  # optimizer steps per training run (per fold)
     last_step: int  # the step of the final report: total_steps, or num_folds - 1 for k-fold trials
+    balance: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()  # per part: (label, rows) (classification)
+    given: tuple[str, ...] = ()  # the parts read from their own files (data.val_path / data.test_path)
+
+    def describe(self) -> list[str]:
+        """What the data is, for `sweep validate`: rows per part, the class balance, and warnings."""
+        parts = f"train {self.num_train}, validation {self.num_val}, test {self.num_test}"
+        given = f" (given: {', '.join(self.given)})" if self.given else ""
+        lines = [f"rows: {parts}{given}"]
+        for part, counts in self.balance:
+            total = sum(n for _, n in counts) or 1
+            name, fewest = min(counts, key=lambda c: c[1])
+            shown = ", ".join(f"{label} {n}" for label, n in counts)
+            lines.append(f"  {part}: {shown}; minority {name!r} {100 * fewest / total:.0f}%")
+            if fewest < FEW_ROWS_PER_CLASS:
+                lines.append(f"  warning: {part} has {fewest} row(s) of {name!r}; its metrics for that class are noise")
+        return lines
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -42,14 +58,33 @@ def last_step(cfg: TrialConfig, num_train: int) -> int:
     return total_steps(cfg.optim, num_train)
 
 
+FEW_ROWS_PER_CLASS = 5
+
+
 @functools.lru_cache(maxsize=32)
-def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int]:
+def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
+    import numpy as np
+
     from trainers.data import load_rows, make_splits
 
     rows = load_rows(data, task)
     splits = make_splits(rows, split)
     first = splits.folds[0]
-    return rows.fingerprint, splits.fingerprint, len(first.train), len(first.val), len(splits.test)
+    balance = []
+    if rows.label_names:
+        for part, idx in (("train", first.train), ("validation", first.val), ("test", splits.test)):
+            if len(idx):
+                counts = np.bincount(rows.targets[idx], minlength=len(rows.label_names))
+                balance.append((part, tuple((n, int(c)) for n, c in zip(rows.label_names, counts, strict=True))))
+    return (
+        rows.fingerprint,
+        splits.fingerprint,
+        len(first.train),
+        len(first.val),
+        len(splits.test),
+        tuple(balance),
+        tuple(rows.given),
+    )
 
 
 def plan_trial(cfg: TrialConfig) -> TrialPlan:
@@ -60,8 +95,16 @@ def plan_trial(cfg: TrialConfig) -> TrialPlan:
     """
     from trainers.models import check_layers
 
-    data_fp, split_fp, num_train, num_val, num_test = _split(cfg.data, cfg.split, cfg.task)
+    data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(cfg.data, cfg.split, cfg.task)
     check_layers(cfg)
     return TrialPlan(
-        data_fp, split_fp, num_train, num_val, num_test, total_steps(cfg.optim, num_train), last_step(cfg, num_train)
+        data_fp,
+        split_fp,
+        num_train,
+        num_val,
+        num_test,
+        total_steps(cfg.optim, num_train),
+        last_step(cfg, num_train),
+        balance,
+        given,
     )

@@ -46,8 +46,8 @@ class Task:
     def demo_path(self) -> Path:
         return DEMO_DIR / self.demo_file
 
-    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
-        """Checked rows from a loaded table."""
+    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
+        """Checked rows from a loaded table; ``label_names``: the ids a model already uses (classification)."""
         raise NotImplementedError
 
     def num_outputs(self, rows: Rows) -> int:
@@ -108,10 +108,10 @@ class Classification(_OneTargetPerRow):
     peft_task_type = "SEQ_CLS"
     stratify = True
 
-    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
         from trainers.data import read_labels
 
-        return read_labels(self.name, frame, cfg, path)
+        return read_labels(self.name, frame, cfg, path, label_names)
 
     def num_outputs(self, rows: Rows) -> int:
         return len(rows.label_names)
@@ -150,7 +150,7 @@ class Regression(_OneTargetPerRow):
     auto_model = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
 
-    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
         from trainers.data import read_values
 
         return read_values(self.name, frame, cfg, path)
@@ -192,7 +192,7 @@ class CausalLM(Task):
     peft_task_type = "CAUSAL_LM"
     has_head = False
 
-    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
+    def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
         from trainers.data import read_pairs
 
         return read_pairs(self.name, frame, cfg, path)

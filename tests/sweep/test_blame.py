@@ -297,7 +297,8 @@ def test_acceptance_rules_are_checked_in_the_spec():
     assert err.value.problems == [
         "acceptance.secondary.metric: 'val_f1' is not reported for classification; use one of "
         "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']",
-        "acceptance.confirm_on_test: true needs a held-out test split; set trial.split.test_fraction (e.g. 0.1)",
+        "acceptance.confirm_on_test: true needs a held-out test part; set trial.split.test_fraction (e.g. 0.1) "
+        "or trial.data.test_path",
     ]
 
 

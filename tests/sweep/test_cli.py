@@ -17,7 +17,26 @@ def test_validate_ok_starts_nothing(tmp_path):
     proc = _sweep("validate", str(REPO / "search_spaces" / "demo.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "OK — sweep 'demo', 6 parameters, 12 trials, sampler tpe, pruner median" in proc.stdout
+    lines = proc.stdout.splitlines()[1:]
+    assert lines == [
+        "rows: train 640, validation 160, test 0",
+        "  train: negative 304, positive 336; minority 'negative' 48%",
+        "  validation: negative 76, positive 84; minority 'negative' 48%",
+    ]
     assert not (tmp_path / "runs").exists()
+
+
+def test_validate_warns_of_a_class_too_rare_to_measure(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"row {i},{'rare' if i < 4 else 'common'}\n" for i in range(60)))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: s\ntrial: {{model: {{name_or_path: tiny-bert}}, data: {{path: {data}}}, split: {{val_fraction: 0.5}}}}\n"
+        "space:\n  optim.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+    )
+    proc = _sweep("validate", str(spec), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "  warning: validation has 2 row(s) of 'rare'; its metrics for that class are noise" in proc.stdout
 
 
 def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):

@@ -165,3 +165,58 @@ def test_unreadable_files_are_one_line_naming_the_file_and_row(tmp_path, name, c
         load_rows(DataConfig(path=str(path)), "classification")
     assert len(err.value.problems) == 1
     assert err.value.problems[0].startswith(f"data.path: '{path}' cannot be read: {reason}")
+
+
+def test_given_validation_and_test_files_are_their_parts(tmp_path):
+    train, val, test = (
+        _write_csv(tmp_path / f"{n}.csv", size) for n, size in (("train", 60), ("val", 20), ("test", 16))
+    )
+    cfg = DataConfig(path=str(train), val_path=str(val), test_path=str(test))
+    rows = load_rows(cfg, "classification")
+    assert len(rows) == 96 and rows.given == {"val": (60, 80), "test": (80, 96)}
+    splits = make_splits(rows, SplitConfig(val_fraction=0.3))
+    assert splits.folds[0].train.tolist() == list(range(60))  # the whole training file trains
+    assert splits.folds[0].val.tolist() == list(range(60, 80)) and splits.test.tolist() == list(range(80, 96))
+    # the fingerprint covers the given files: another test file, another split
+    other = _write_csv(tmp_path / "other.csv", 17)
+    again = load_rows(DataConfig(path=str(train), val_path=str(val), test_path=str(other)), "classification")
+    assert make_splits(again, SplitConfig()).fingerprint != splits.fingerprint
+    # only a test file: validation is split from the training file as usual
+    only = load_rows(DataConfig(path=str(train), test_path=str(test)), "classification")
+    split = make_splits(only, SplitConfig(val_fraction=0.25))
+    assert (len(split.folds[0].train), len(split.folds[0].val), len(split.test)) == (45, 15, 16)
+    # a validation file and a test fraction: the test part comes out of the training file
+    held = make_splits(
+        load_rows(DataConfig(path=str(train), val_path=str(val)), "classification"), SplitConfig(test_fraction=0.2)
+    )
+    assert (len(held.folds[0].train), len(held.folds[0].val), len(held.test)) == (48, 20, 12)
+    assert set(held.test) < set(range(60))
+
+
+def test_given_files_rules(tmp_path):
+    train, val = _write_csv(tmp_path / "train.csv", 60), _write_csv(tmp_path / "val.csv", 20)
+    rows = load_rows(DataConfig(path=str(train), val_path=str(val)), "classification")
+    with pytest.raises(ConfigError, match="split.num_folds: k-fold cross-validation makes its own validation folds"):
+        make_splits(rows, SplitConfig(num_folds=3))
+    tested = load_rows(DataConfig(path=str(train), test_path=str(val)), "classification")
+    with pytest.raises(ConfigError, match=r"split.test_fraction: 0.1 and data.test_path both name a test part"):
+        make_splits(tested, SplitConfig(test_fraction=0.1))
+    odd = _write_csv(tmp_path / "odd.csv", 10, labels=("pos", "maybe"))
+    with pytest.raises(ConfigError, match=r"labels \['maybe'\] of '.*odd.csv' are not among the training labels"):
+        load_rows(DataConfig(path=str(train), val_path=str(odd)), "classification")
+    with pytest.raises(ConfigError, match=r"data.test_path: '.*nope.csv' does not exist"):
+        load_rows(DataConfig(path=str(train), test_path=str(tmp_path / "nope.csv")), "classification")
+
+
+def test_headerless_files_name_columns_by_position_and_the_mistake_is_explained(tmp_path):
+    path = tmp_path / "glue.tsv"
+    path.write_text("".join(f"{i % 2}\tthis film was {'good' if i % 2 else 'bad'} number {i}\n" for i in range(30)))
+    with pytest.raises(ConfigError) as err:
+        load_rows(DataConfig(path=str(path)), "classification")
+    assert err.value.problems == [
+        f"data.header: the first row of '{path}' looks like data, not column names (['0', 'this film was bad number 0']); "
+        "for a file without a header row set data.header: false and name columns by position "
+        "(data.text_column: 1, data.label_column: 0)"
+    ]
+    rows = load_rows(DataConfig(path=str(path), header=False, text_column=1, label_column=0), "classification")
+    assert len(rows) == 30 and rows.label_names == ["0", "1"] and rows.texts[1] == "this film was good number 1"

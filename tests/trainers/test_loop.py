@@ -197,19 +197,18 @@ def test_class_weights_come_from_the_training_fold(tmp_path, monkeypatch):
     assert [sum(c) for c in seen[1:]] == [150] * 4 and all(c[0] == 112 or c[0] == 113 for c in seen[1:])
 
 
-def test_held_out_test_split_never_reaches_the_reporter_or_the_selection():
+def test_held_out_test_split_never_reaches_the_trial_only_the_chosen_model(tmp_path):
+    from trainers.saved import evaluate_held_out
+
     rep = RecordingReporter()
-    out = run_trial(tiny_config("classification", "split.test_fraction=0.1"), rep)
-    assert out.num_test == 20 and set(out.test_metrics) == {
-        "test_loss",
-        "test_accuracy",
-        "test_f1_macro",
-        "test_recall_0",
-        "test_recall_1",
-    }
+    cfg = tiny_config("classification", "split.test_fraction=0.1", f"output_dir={tmp_path}/m")
+    out = run_trial(cfg, rep)
+    assert out.num_test == 20 and out.test_metrics == {}  # the trial never evaluates it
     assert all(not k.startswith("test_") for _, metrics in rep.reports for k in metrics)
-    assert (out.best_step, out.best_metrics) in [(h.step, h.metrics) for h in out.history]
     assert (out.num_train, out.num_val) == (140, 40)  # val_fraction 0.2 of all rows, test 0.1
+    test, rows = evaluate_held_out(cfg, out.model_dir)
+    assert rows == 20 and set(test) == {"test_loss", "test_accuracy", "test_f1_macro", "test_recall_0", "test_recall_1"}
+    assert evaluate_held_out(tiny_config("classification", f"output_dir={tmp_path}/m"), out.model_dir) == ({}, 0)
 
 
 def test_regression_trial_learns_on_its_demo_data():
@@ -255,3 +254,38 @@ def test_bad_inputs_fail_before_training(tmp_path):
         if torch.cuda.is_available():
             raise ConfigError(["device: 'cuda' is not available (skipped: this machine has cuda)"])
         run_trial(tiny_config("classification", "device=cuda"), RecordingReporter())
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_the_kept_weights_are_the_best_evaluation_and_what_is_saved(tmp_path, method):
+    """eval.keep: best (the default) keeps, reports and saves the weights of the best evaluation, not
+    the last step's; eval.keep: last keeps the last."""
+    from trainers.api import Timings
+    from trainers.loop import prepare
+    from trainers.saved import load_trained
+
+    common = (
+        "optim.learning_rate=1e-1",
+        "optim.max_steps=12",
+        "eval.eval_every_steps=2",
+        f"adaptation.method={method}",
+    )
+    cfg = tiny_config("classification", *common, f"output_dir={tmp_path}/best")
+    rep = RecordingReporter()
+    out = run_trial(cfg, rep)
+    losses = {s: m["val_loss"] for s, m in rep.reports}
+    best_step = min(losses, key=lambda s: losses[s])
+    assert best_step != 12, losses  # the curve this test needs: the best is not the last
+    assert [s for s, _ in rep.reports] == [2, 4, 6, 8, 10, 12]  # pruning sees every value
+    assert out.kept_step == out.best_step == best_step
+    assert out.kept_metrics == dict(rep.reports[best_step // 2 - 1][1]) == out.result_metrics
+    assert out.final_step == 12 and out.final_metrics["val_loss"] != out.kept_metrics["val_loss"]
+
+    prep = prepare(cfg, Timings())
+    saved = load_trained(out.model_dir, cfg)
+    again = prep.evaluate(cfg, saved.model, prep.splits.folds[0].val)
+    assert again["val_loss"] == pytest.approx(out.kept_metrics["val_loss"], rel=1e-5)
+    assert again["val_accuracy"] == out.kept_metrics["val_accuracy"]
+
+    last = run_trial(tiny_config("classification", *common, "eval.keep=last"), RecordingReporter())
+    assert last.kept_step == 12 and last.kept_metrics == last.final_metrics
