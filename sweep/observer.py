@@ -94,11 +94,16 @@ class TrialBook:
             self.best = rec
 
     def beats_best(self, rec: TrialRecord) -> bool:
+        """Better objective; a tie goes to the lower trial number, so a resumed sweep (which reads the
+        trials in number order) picks the same best as the run it continues, whose model files it kept."""
         if rec.status != TrialStatus.COMPLETED or rec.value is None:
             return False
         if self.best is None or self.best is rec:
             return True
-        return self.sign * rec.value < self.sign * (self.best.value or 0.0)
+        mine, theirs = self.sign * rec.value, self.sign * (self.best.value or 0.0)
+        if mine != theirs:
+            return mine < theirs
+        return _order(rec) < _order(self.best)
 
     def running(self) -> list[TrialRecord]:
         return [t for t in self.trials.values() if t.status == TrialStatus.RUNNING]
@@ -126,6 +131,10 @@ class TrialBook:
         if wall > 0:
             out["train_eval_share"] = work / wall
         return out
+
+
+def _order(rec: TrialRecord) -> float:
+    return float("inf") if rec.number is None else float(rec.number)
 
 
 class ModelFiles:

@@ -96,8 +96,9 @@ def test_kill_the_driver_then_resume(tmp_path, point, nth):
             assert len(reruns) == 1 and reruns[0].params == t.params
     # the best model is the best over both runs, published whole
     top = max(t.value for t in trials if t.state == TrialState.COMPLETE)
-    best = study.trials[int(parents[0].data.tags["sweep.best_trial"])]  # ties: the first to finish
+    best = study.trials[int(parents[0].data.tags["sweep.best_trial"])]
     assert best.state == TrialState.COMPLETE and best.value == top
+    assert best.number == min(t.number for t in trials if t.value == top)  # a tie goes to the lower number
     config = yaml.safe_load((run_dir / "best" / "best_config.yaml").read_text())
     assert config["optim"]["learning_rate"] == best.params["optim.learning_rate"]
     assert any((run_dir / "best" / "model").iterdir())

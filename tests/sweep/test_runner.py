@@ -207,3 +207,19 @@ def test_a_first_rung_past_the_last_step_is_an_error_before_ray_starts():
     assert err.value.problems == [
         "pruner.min_resource: 30 > 24, the last step a trial reports; lower pruner.min_resource or give trials more steps"
     ]
+
+
+def test_a_tie_goes_to_the_lower_trial_number_in_any_finishing_order(observed):
+    """A resumed sweep reads trials in number order; the live run must have kept the same best's files."""
+    observer, book, _, _, _, models = observed
+    for key in ("a", "b", "c"):
+        observer.trial_started(key, {})  # numbers 0, 1, 2
+    observer.trial_finished("b", _outcome(0.8, model_dir=_model(models, "b")), error=False)
+    observer.trial_finished("a", _outcome(0.8, model_dir=_model(models, "a")), error=False)
+    observer.trial_finished("c", _outcome(0.8, model_dir=_model(models, "c")), error=False)
+    assert book.best is book.trials["a"]
+    assert sorted(p.name for p in models.iterdir()) == ["a"]
+    again = TrialBook("val_accuracy", "maximize")
+    for rec in sorted(book.trials.values(), key=lambda r: r.number):
+        again.add_prior(rec)
+    assert again.best is book.trials["a"]
