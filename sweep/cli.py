@@ -68,11 +68,23 @@ def _resume(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-def _best(run_dir: Path) -> tuple[Any, Path]:
-    """The chosen model of a run dir: its trial config and its saved weights."""
+def _best(target: str | Path, tracking_uri: str | None = None) -> tuple[Any, Path]:
+    """The chosen model of a run dir (or a registered ``models:/NAME@ALIAS``): its trial config and weights."""
     from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
     from trainers.config import load_trial_config
 
+    if str(target).startswith("models:/"):
+        import tempfile
+
+        from sweep.tracking import default_tracking_uri, download_registered
+
+        into = Path(tempfile.mkdtemp(prefix="fsweep-model-"))
+        try:
+            download_registered(tracking_uri or default_tracking_uri("runs"), str(target), into)
+        except ValueError as exc:
+            raise SpecError([f"model: {exc}; list versions in the MLflow UI (make mlflow-ui)"]) from None
+        return load_trial_config(into / BEST_CONFIG), into / BEST_MODEL
+    run_dir = Path(target)
     best = run_dir / BEST_DIR
     if not (best / BEST_CONFIG).is_file() or not (best / BEST_MODEL).is_dir():
         raise SpecError(
@@ -89,13 +101,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sweep.run_dir import BEST_DIR, STATE_FILE
     from trainers.saved import evaluate_file
 
+    registered = args.run_dir.startswith("models:/")
     run_dir = Path(args.run_dir)
-    cfg, model_dir = _best(run_dir)
+    cfg, model_dir = _best(args.run_dir, args.tracking_uri)
     metrics, rows = evaluate_file(cfg, model_dir, args.file)
     stem = re.sub(r"[^\w.-]", "_", Path(args.file).stem)
     print(f"{args.file}: {rows} rows")
     for key, value in metrics.items():
         print(f"  {key:<16} {value:.4f}")
+    if registered:
+        return 0  # no run dir to write to
     (run_dir / BEST_DIR / f"eval_{stem}.json").write_text(
         json.dumps({"file": str(args.file), "num_rows": rows, **metrics}, indent=1)
     )
@@ -167,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", help="a run dir (runs/NAME/TIME) or the sweep's MLflow parent run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI or runs/)")
     p = sub.add_parser("evaluate", help="the chosen model's metrics on a labelled file (e.g. a held-out test set)")
-    p.add_argument("run_dir", help="a finished sweep's run dir (runs/NAME/TIME)")
+    p.add_argument("run_dir", help="a finished sweep's run dir (runs/NAME/TIME), or models:/NAME@ALIAS")
     p.add_argument("file", help="csv / tsv / jsonl / parquet with the spec's columns")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or runs/)")
     p = sub.add_parser("predict", help="the chosen model's predictions for a file (labels optional)")
     p.add_argument("run_dir")
     p.add_argument("file")

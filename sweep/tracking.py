@@ -280,6 +280,25 @@ def record_evaluation(uri: str, parent_id: str, name: str, metrics: Mapping[str,
     client.log_batch(parent_id, metrics=[Metric(f"eval_{name}_{k}", float(v), now, 0) for k, v in metrics.items()])
 
 
+def download_registered(uri: str, model_uri: str, into: Path) -> Path:
+    """A registered version (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``): its run's
+    ``best_config.yaml`` and ``model/``, downloaded into ``into``."""
+    client = MlflowClient(tracking_uri=uri)
+    ref = model_uri.removeprefix("models:/")
+    name, _, rest = ref.partition("@")
+    try:
+        if rest:
+            version = client.get_model_version_by_alias(name, rest)
+        else:
+            name, _, number = ref.rpartition("/")
+            version = client.get_model_version(name, number)
+    except Exception as exc:  # MLflow's RestException or a missing model: one line, ours
+        raise ValueError(f"'{model_uri}' is not a registered model version here ({type(exc).__name__})") from None
+    for item in ("best_config.yaml", "model"):
+        client.download_artifacts(version.run_id, item, str(into))
+    return into
+
+
 def has_model(uri: str, run_id: str) -> bool:
     """Whether a trial's run holds a ``model`` artifact (the sweep publishes the best one)."""
     return bool(MlflowClient(tracking_uri=uri).list_artifacts(run_id, "model"))

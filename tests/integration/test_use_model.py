@@ -80,6 +80,16 @@ def test_held_out_test_evaluate_and_predict_on_the_chosen_model(tmp_path):
     recorded = MlflowClient(result.tracking_uri).get_run(parent.info.run_id).data.metrics
     assert recorded["eval_val_accuracy"] == evaluated["accuracy"]
 
+    # a registered version evaluates the same (what an accept verdict registers)
+    from sweep.tracking import register_candidate
+
+    best_run = with_test[0]
+    register_candidate(result.tracking_uri, "use", best_run.info.run_id, parent.info.run_id, {}, "test")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["evaluate", "models:/use@candidate", str(val_file), "--tracking-uri", result.tracking_uri])
+    assert code == 0 and f"accuracy         {evaluated['accuracy']:.4f}" in out.getvalue()
+
     # `sweep predict`: a label and its probability for each row of a file without labels
     texts = tmp_path / "texts.csv"
     pd.DataFrame({"text": [rows.texts[i] for i in val[:7]]}).to_csv(texts, index=False)
