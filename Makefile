@@ -13,7 +13,11 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard clean demo-data
+.PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard optuna-dashboard clean demo-data
+
+MLFLOW_PORT ?= 5000
+OPTUNA_PORT ?= 8080
+RUN        ?=
 
 setup: $(STAMP)
 
@@ -53,11 +57,15 @@ demo-data: setup
 	$(BIN)/python -m trainers.demo
 
 mlflow-ui: setup
+	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) — open the experiment named after the sweep (Ctrl-C stops it)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
-		--backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+		--backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 dashboard: setup
 	$(BIN)/sweep dashboard
+
+optuna-dashboard: setup
+	$(BIN)/sweep optuna-dashboard $(RUN) --port $(OPTUNA_PORT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -150,6 +151,30 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_run(runs_dir: str, name: str) -> Path:
+    found = sorted(Path(runs_dir).glob(f"*/*/{name}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SpecError([f"run_dir: no sweep under '{runs_dir}/' yet; run one (make sweep) or pass its run dir"])
+    return found[-1].parent
+
+
+def _optuna_dashboard(args: argparse.Namespace) -> int:
+    import json
+
+    from sweep.optuna_study import serve_dashboard
+    from sweep.run_dir import STATE_FILE
+
+    run_dir = Path(args.run_dir) if args.run_dir else _latest_run(args.runs_dir, STATE_FILE)
+    if not (run_dir / STATE_FILE).is_file():
+        raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
+    storage = json.loads((run_dir / STATE_FILE).read_text())["storage"]
+    print(f"optuna-dashboard for {run_dir} on http://{args.host}:{args.port} (the study is named after the sweep)")
+    print("Ctrl-C stops it.", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_dashboard(storage, args.host, args.port)
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
@@ -189,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("file")
     p.add_argument("--out", help="CSV to write (default: FILE_STEM.predictions.csv)")
+    p = sub.add_parser("optuna-dashboard", help="serve optuna-dashboard on a sweep's study (default: the latest)")
+    p.add_argument("run_dir", nargs="?", help="a run dir (default: the newest under --runs-dir)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
     p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
     p.add_argument("--runs-dir", default="runs")
     args = parser.parse_args(argv)
@@ -200,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
         "evaluate": _evaluate,
         "predict": _predict,
+        "optuna-dashboard": _optuna_dashboard,
         "dashboard": _dashboard,
     }[args.command]
     try:

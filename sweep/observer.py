@@ -224,6 +224,76 @@ class Progress:
         )
 
 
+class LiveView(Progress):
+    """The sweep in a terminal (rich): the per-trial lines scroll above a live panel with the counts per
+    status, the best so far and bars against the trial budget and the time budget. Used only when the
+    output is a terminal; logs and CI get ``Progress``'s plain lines."""
+
+    def __init__(
+        self, objective: str, num_trials: int, max_retries: int, time_budget_s: float | None, console: Any = None
+    ) -> None:
+        from rich.console import Console
+
+        self.console = console or Console()
+        super().__init__(self.console.print, objective, num_trials, max_retries)
+        self.time_budget_s = time_budget_s
+        self.book: TrialBook | None = None
+        self.started_at = time.time()
+        self._live: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles the Tuner's callbacks (ours reach this view): the terminal stays behind."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "echo", "_live")}
+
+    def __enter__(self) -> LiveView:
+        from rich.live import Live
+
+        self.started_at = time.time()
+        self._live = Live(get_renderable=self._panel, console=self.console, refresh_per_second=2, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def ended(self, rec: TrialRecord, book: TrialBook) -> None:
+        self.book = book
+        super().ended(rec, book)
+
+    def _panel(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        book = self.book
+        counts = book.counts() if book else {}
+        running = sum(1 for t in book.trials.values() if t.status == TrialStatus.RUNNING) if book else 0
+        done = book.num_used() if book else 0
+        shown = {s.value: counts.get(s.value, 0) for s in TrialStatus if s != TrialStatus.RUNNING}
+        line = "  ".join(f"{k} {v}" for k, v in shown.items() if v or k in ("completed", "pruned", "failed"))
+        best = (
+            f"best {self.objective} {book.best.value:.4g} (trial {book.best.number})"
+            if book and book.best
+            else "no best yet"
+        )
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(
+            "trials", ProgressBar(total=self.num_trials, completed=done, width=40), f"{done}/{self.num_trials}"
+        )
+        elapsed = time.time() - self.started_at
+        if self.time_budget_s:
+            grid.add_row(
+                "time",
+                ProgressBar(total=self.time_budget_s, completed=min(elapsed, self.time_budget_s), width=40),
+                f"{elapsed:.0f}/{self.time_budget_s:.0f}s",
+            )
+        else:
+            grid.add_row("time", "", f"{elapsed:.0f}s")
+        return Group(grid, f"running {running}  {line}", best)
+
+
 class SweepObserver:
     """The Observer the Ray adapter calls: each event goes to the book, the study, the record, the
     model files and the progress line. The final report arrives parsed (``sweep.status``)."""
@@ -236,6 +306,8 @@ class SweepObserver:
     def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None:
         rec = self.book.start(ray_id, self.bridge.number(ray_id), params)
         self.recorder.start_trial(ray_id, rec.number, params)
+        if isinstance(self.progress, LiveView):
+            self.progress.book = self.book
         self.progress.started(rec)
 
     def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:

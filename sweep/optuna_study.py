@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -
         direction=spec.objective.direction,
         load_if_exists=True,
     )
+    with warnings.catch_warnings():  # experimental since 3.2; optuna-dashboard shows the name, not "Objective 0"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.objective.metric])
     done = len(study.get_trials(deepcopy=False))
     if done:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
         study.sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + done}).build(spec.space)
@@ -193,6 +197,13 @@ def param_importances(
     )
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(names)))
+
+
+def serve_dashboard(storage: str, host: str, port: int) -> None:
+    """optuna-dashboard on the sweep's study storage (blocks until Ctrl-C)."""
+    from optuna_dashboard import run_server
+
+    run_server(_storage(storage), host=host, port=port)
 
 
 def study_trials(storage: str, study_name: str) -> list[dict[str, Any]]:

@@ -336,8 +336,12 @@ def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator
 
 
 def auth_token() -> str | None:
-    """The token Ray 2.60's token authentication wrote for this user (the dashboard asks for it)."""
-    path = Path.home() / ".ray" / "auth_token"
+    """The token of Ray's token authentication, where Ray looks for it: ``RAY_AUTH_TOKEN``, the file
+    ``RAY_AUTH_TOKEN_PATH`` names, or ``~/.ray/auth_token`` (which a local Ray writes). Read when asked;
+    never stored by the sweep."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     return path.read_text().strip() if path.is_file() else None
 
 

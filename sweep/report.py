@@ -77,6 +77,8 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
             print(line)
         print(f"report: {result.report.run_dir / 'report' / 'report.html'} (also in MLflow, on the sweep's run)")
     print(f"MLflow UI:  make mlflow-ui   (then open http://127.0.0.1:5000, experiment '{result.experiment}')")
+    if result.compare_path:
+        print(f"  the trials side by side: http://127.0.0.1:5000{result.compare_path}")
     print("Ray dashboard (while a sweep runs): make dashboard")
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from typing import Any
 import yaml
 
 from sweep.interfaces import Recorder
-from sweep.observer import Echo, ModelFiles, Progress, SweepObserver, TrialBook, TrialRecord
+from sweep.observer import Echo, LiveView, ModelFiles, Progress, SweepObserver, TrialBook, TrialRecord
 from sweep.run_dir import (
     BEST_DIR,
     BEST_MODEL,
@@ -46,6 +49,7 @@ class SweepResult:
     report: Any = None  # sweep.verdict.Report, when execution.verdict is on
     stop_reason: str = ""  # why fewer trials than the budget ran ("" when the budget was used)
     test_metrics: dict[str, float] = field(default_factory=dict)  # the chosen model on the held-out test part
+    compare_path: str = ""  # the MLflow UI page comparing the trials (after http://HOST:PORT)
 
 
 @dataclass(frozen=True)
@@ -163,13 +167,10 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
     models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
     num_trials = spec.budget.num_trials - book.num_used()
-    observer = SweepObserver(
-        book,
-        bridge,
-        recorder,
-        models,
-        Progress(echo, spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries),
-    )
+    progress = _progress(spec, echo)
+    if isinstance(progress, LiveView):
+        progress.book = book
+    observer = SweepObserver(book, bridge, recorder, models, progress)
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
     echo(f"MLflow: {recorder.uri} (experiment '{recorder.experiment}'); Optuna: {storage}")
@@ -180,16 +181,17 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                 (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": dashboard}))
                 echo(f"Ray dashboard: {dashboard}  (token auth: `make dashboard` prints the token)")
             if num_trials > 0:
-                ray_backend.run_tuner(
-                    spec,
-                    bridge,
-                    observer,
-                    num_trials=num_trials,
-                    max_last_step=plan.max_last_step,
-                    last_step_of=lambda params: last_step_of(spec, params),
-                    run_dir=run_dir,
-                    models_dir=models.models_dir,
-                )
+                with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
+                    ray_backend.run_tuner(
+                        spec,
+                        bridge,
+                        observer,
+                        num_trials=num_trials,
+                        max_last_step=plan.max_last_step,
+                        last_step_of=lambda params: last_step_of(spec, params),
+                        run_dir=run_dir,
+                        models_dir=models.models_dir,
+                    )
         observer.end_running(TrialStatus.STOPPED)  # Ray ended them without a result: the time budget ran out
     except KeyboardInterrupt:
         interrupted = True
@@ -229,7 +231,17 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         report,
         stop_reason,
         test_metrics,
+        getattr(recorder, "compare_path", ""),
     )
+
+
+def _progress(spec: SweepSpec, echo: Echo) -> Progress:
+    """A live view when the sweep prints to a terminal; plain lines otherwise (logs, CI, callers' echo)."""
+    if echo is print and sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        return LiveView(
+            spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries, spec.budget.time_budget_s
+        )
+    return Progress(echo, spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries)
 
 
 def _stop_reason(spec: SweepSpec, book: TrialBook, exhausted: bool) -> str:

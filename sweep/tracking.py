@@ -68,6 +68,8 @@ class MlflowRecorder:
         self._started: dict[str, float] = {}
         self._open: set[str] = set()
         self._prior_runs: dict[str, tuple[str, str | None]] = {}  # resume: (run status, trial.status) per key
+        self._names: dict[str, str] = {}  # "trial 5": run names read "trial 5 · pruned@20" once it ends
+        self.compare_path = ""  # the MLflow UI's page comparing this sweep's trials (set when it ends)
 
     # --- the sweep -------------------------------------------------------------------------------
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]) -> str:
@@ -105,6 +107,7 @@ class MlflowRecorder:
         run_id = self.trial_runs.get(key) or self.start_trial(key, number, params)
         self._open.add(run_id)
         self._set_tags(run_id, {STATUS_TAG: status.value, "trial.step_reached": str(step)})
+        self._rename(key, run_id, status, str(step))
         self._end(run_id, status.run_status)
 
     def finish_sweep(self, summary: Mapping[str, Any], tags: Mapping[str, str]) -> None:
@@ -112,7 +115,9 @@ class MlflowRecorder:
         metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
         self._log_metrics(self.parent_id, metrics, step=0)
         self.client.log_dict(self.parent_id, dict(summary), "summary.json")
-        self._set_tags(self.parent_id, tags)
+        self.compare_path = compare_path(self.experiment_id, list(self.trial_runs.values()))
+        note = _sweep_note(summary, self.compare_path)
+        self._set_tags(self.parent_id, {**tags, "sweep.compare_trials": self.compare_path, "mlflow.note.content": note})
         self._end(self.parent_id, "FINISHED")
 
     # --- trials ----------------------------------------------------------------------------------
@@ -120,9 +125,10 @@ class MlflowRecorder:
         if key in self.trial_runs:  # Ray restarted it: same run, no duplicate
             return self.trial_runs[key]
         assert self.parent_id is not None
+        self._names[key] = f"trial {number}" if number is not None else f"trial {key}"
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number:03d}" if number is not None else f"trial-{key}",
+            run_name=f"{self._names[key]} · running",
             tags={
                 ROLE_TAG: "trial",
                 "mlflow.parentRunId": self.parent_id,
@@ -152,7 +158,7 @@ class MlflowRecorder:
             return
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{self.client.get_run(parent).info.run_name}-fold{fold}",
+            run_name=f"{self._names.get(key, 'trial')} · fold {fold}",
             tags={ROLE_TAG: "fold", "mlflow.parentRunId": parent, "fold": str(fold)},
         )
         self._log_metrics(run.info.run_id, metrics, step=fold)
@@ -167,7 +173,14 @@ class MlflowRecorder:
         duration = time.time() - self._started.get(key, time.time())
         self._log_metrics(run_id, {**metrics, "duration_s": duration}, step=0)
         self._set_tags(run_id, {STATUS_TAG: status.value, **tags})
+        self._rename(key, run_id, status, tags.get("trial.step_reached"))
         self._end(run_id, status.run_status)
+
+    def _rename(self, key: str, run_id: str, status: TrialStatus, step: str | None) -> None:
+        """``trial 5 · pruned@20``: a person tells the trials apart in the MLflow UI's run list."""
+        name = self._names.get(key) or self.client.get_run(run_id).info.run_name.split(" · ")[0]
+        at = f"@{step}" if step not in (None, "None") and status != TrialStatus.COMPLETED else ""
+        self.client.update_run(run_id, name=f"{name} · {status.value}{at}")
 
     def log_trial_metrics(self, key: str, metrics: Mapping[str, float]) -> None:
         """Metrics measured after a trial ended (the chosen model's held-out test), on its run."""
@@ -189,9 +202,11 @@ class MlflowRecorder:
         """Leave no run RUNNING: open ones end KILLED when interrupted, FAILED when the sweep
         crashed, else FINISHED (a trial Ray stopped without a result, e.g. out of time)."""
         status = TrialStatus.FAILED if crashed else TrialStatus.KILLED if interrupted else TrialStatus.STOPPED
+        keys = {run_id: key for key, run_id in self.trial_runs.items()}
         for run_id in list(self._open):
             if run_id != self.parent_id:
                 self._set_tags(run_id, {STATUS_TAG: status.value})
+                self._rename(keys.get(run_id, ""), run_id, status, None)
             self._end(run_id, status.run_status)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -213,6 +228,33 @@ class MlflowRecorder:
     def _set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def compare_path(experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow UI's compare page for these runs (after the server's address): the trials of one
+    sweep side by side, names, statuses, parameters, metrics and curves."""
+    from urllib.parse import quote
+
+    return f"/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([experiment_id]))}"
+
+
+def _sweep_note(summary: Mapping[str, Any], compare: str) -> str:
+    """The parent run's description (markdown), what a person looks for first."""
+    counts = ", ".join(
+        f"{v} {k.removeprefix('num_')}" for k, v in summary.items() if k.startswith("num_") and k != "num_trials" and v
+    )
+    best = (
+        f"best **{summary['best_value']:.4g}** (trial {summary.get('best_trial')})"
+        if summary.get("best_value") is not None
+        else "no completed trial"
+    )
+    return (
+        f"Sweep of {summary.get('num_trials', 0)} trials in {summary.get('wall_s', 0):.0f}s: {best}; {counts}.\n\n"
+        "The trials are nested under this run (expand it in the runs list, or search "
+        "``tags.`sweep.role` = 'trial'``). "
+        f"[Compare the trials]({compare}) side by side. The verdict's report is "
+        f"in this run's artifacts (verdict/report.html)."
+    )
 
 
 def runs_of(uri: str, experiment: str) -> list[Any]:

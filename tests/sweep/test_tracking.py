@@ -28,19 +28,20 @@ def test_parent_and_nested_trial_runs_with_statuses(tmp_path):
     rec.close(interrupted=False)
 
     runs = {r.info.run_name: r for r in runs_of(rec.uri, "exp")}
-    assert set(runs) == {"demo", "trial-000", "trial-001", "trial-002"}
+    assert set(runs) == {"demo", "trial 0 · completed", "trial 1 · pruned@10", "trial 2 · diverged@3"}
+    runs = {name.split(" · ")[0].replace(" ", "-"): r for name, r in runs.items()}  # trial-0, trial-1, ...
     sweep = runs["demo"]
     assert sweep.info.run_id == parent and sweep.info.status == "FINISHED"
     assert sweep.data.tags["sweep.role"] == "sweep" and sweep.data.params["trial.optim.max_steps"] == "40"
     assert sweep.data.metrics["best_value"] == 0.5
-    for name, status in (("trial-000", "completed"), ("trial-001", "pruned"), ("trial-002", "diverged")):
+    for name, status in (("trial-0", "completed"), ("trial-1", "pruned"), ("trial-2", "diverged")):
         run = runs[name]
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.data.tags["sweep.role"] == "trial"
         assert run.data.tags["trial.status"] == status
         assert run.info.status == "FINISHED"
-    assert runs["trial-000"].data.params == {"optim.learning_rate": "0.001", "loss.name": "focal"}
-    history = MlflowClient(rec.uri).get_metric_history(runs["trial-000"].info.run_id, "val_loss")
+    assert runs["trial-0"].data.params == {"optim.learning_rate": "0.001", "loss.name": "focal"}
+    history = MlflowClient(rec.uri).get_metric_history(runs["trial-0"].info.run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(10, 0.7), (20, 0.5)]
     artifacts = {a.path for a in MlflowClient(rec.uri).list_artifacts(parent)}
     assert {"spec.yaml", "summary.json"} <= artifacts
@@ -55,8 +56,11 @@ def test_interrupted_sweep_leaves_no_run_running(tmp_path):
     rec.close(interrupted=True)
     runs = {r.info.run_name: r for r in runs_of(rec.uri, "exp")}
     assert runs["demo"].info.status == "KILLED"
-    assert runs["trial-001"].info.status == "KILLED" and runs["trial-001"].data.tags["trial.status"] == "killed"
-    assert runs["trial-000"].info.status == "FINISHED"
+    assert (
+        runs["trial 1 · killed"].info.status == "KILLED"
+        and runs["trial 1 · killed"].data.tags["trial.status"] == "killed"
+    )
+    assert runs["trial 0 · completed"].info.status == "FINISHED"
 
 
 def test_fold_runs_nest_under_their_trial(tmp_path):
@@ -68,7 +72,7 @@ def test_fold_runs_nest_under_their_trial(tmp_path):
     rec.end_trial("a", TrialStatus.COMPLETED, {}, {})
     rec.close(interrupted=False)
     folds = [r for r in runs_of(rec.uri, "exp") if r.data.tags.get("sweep.role") == "fold"]
-    assert sorted(r.info.run_name for r in folds) == ["trial-000-fold0", "trial-000-fold1", "trial-000-fold2"]
+    assert sorted(r.info.run_name for r in folds) == ["trial 0 · fold 0", "trial 0 · fold 1", "trial 0 · fold 2"]
     assert all(r.data.tags["mlflow.parentRunId"] == trial_run and r.info.status == "FINISHED" for r in folds)
 
 
