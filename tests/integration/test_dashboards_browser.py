@@ -112,7 +112,7 @@ def test_optuna_dashboard_shows_the_study_and_a_pruned_trial(swept, tmp_path):
         dom = dump_dom(f"http://127.0.0.1:{port}/dashboard")
         assert "watch" in dom  # the study is named after the sweep
         trials = dump_dom(f"http://127.0.0.1:{port}/dashboard/studies/1/trials")
-        assert "Pruned" in trials or "PRUNED" in trials
+        assert "PRUNED" in trials.upper() and "Intermediate" in trials  # a pruned trial and its reports
         screenshot(f"http://127.0.0.1:{port}/dashboard/studies/1", tmp_path / "optuna.png")
     finally:
         _stop(proc)
