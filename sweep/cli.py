@@ -132,8 +132,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from trainers.saved import predict_file
 
-    cfg, model_dir = _best(Path(args.run_dir))
     out = Path(args.out or f"{Path(args.file).stem}.predictions.csv")
+    if not out.parent.is_dir():
+        raise SpecError([f"--out: directory '{out.parent}' does not exist; create it or choose another path"])
+    cfg, model_dir = _best(args.run_dir)
     with tqdm(unit="row", desc="predict", disable=None) as bar:
         header, rows = predict_file(cfg, model_dir, args.file, on_batch=bar.update)
     with out.open("w", newline="") as f:
@@ -170,8 +172,13 @@ def _optuna_dashboard(args: argparse.Namespace) -> int:
     storage = json.loads((run_dir / STATE_FILE).read_text())["storage"]
     print(f"optuna-dashboard for {run_dir} on http://{args.host}:{args.port} (the study is named after the sweep)")
     print("Ctrl-C stops it.", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        serve_dashboard(storage, args.host, args.port)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_dashboard(storage, args.host, args.port)
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        raise SpecError(
+            [f"--port: cannot serve on {args.host}:{args.port} ({exc.strerror}); choose another port"]
+        ) from None
     return 0
 
 

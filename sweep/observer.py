@@ -268,9 +268,13 @@ class LiveView(Progress):
         from rich.table import Table
 
         book = self.book
-        counts = book.counts() if book else {}
-        running = sum(1 for t in book.trials.values() if t.status == TrialStatus.RUNNING) if book else 0
-        done = book.num_used() if book else 0
+        # rich redraws from its own thread while the driver adds trials: count from one snapshot
+        trials = list(book.trials.values()) if book else []
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        running = counts.get(TrialStatus.RUNNING.value, 0)
+        done = sum(1 for t in trials if t.status.counts_against_budget)
         shown = {s.value: counts.get(s.value, 0) for s in TrialStatus if s != TrialStatus.RUNNING}
         line = "  ".join(f"{k} {v}" for k, v in shown.items() if v or k in ("completed", "pruned", "failed"))
         best = (

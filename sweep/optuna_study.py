@@ -164,10 +164,24 @@ class StudyBridge:
             status = TrialStatus(t.user_attrs.get(STATUS_ATTR, default))
             out.append(
                 PriorTrial(
-                    t.number, t.user_attrs.get(RAY_ID_ATTR, str(t.number)), dict(t.params), status, t.value, t.last_step
+                    t.number,
+                    t.user_attrs.get(RAY_ID_ATTR, str(t.number)),
+                    self._full(t.params),
+                    status,
+                    t.value,
+                    t.last_step,
                 )
             )
         return out
+
+    def _full(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's whole configuration: what Optuna sampled, plus the fixed and tied values it never sees."""
+        if not sampled:
+            return {}
+        try:
+            return sample(self.space, optuna.trial.FixedTrial(dict(sampled)))
+        except ValueError:  # a space edited since (resume overrides): what Optuna knows
+            return dict(sampled)
 
     def counts(self) -> dict[str, int]:
         states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False)]

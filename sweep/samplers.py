@@ -101,6 +101,8 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
     def is_exhausted(self, study: optuna.Study) -> bool:
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return False  # a resumed sweep's killed points, queued to run again
         taken = {
             t.system_attrs["grid_id"]
             for t in study.get_trials(deepcopy=False)

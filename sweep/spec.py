@@ -255,6 +255,11 @@ def _check(spec: SweepSpec) -> list[str]:
             "acceptance.confirm_on_test: true needs a held-out test part; set trial.split.test_fraction (e.g. 0.1) "
             "or trial.data.test_path"
         )
+    elif accept.confirm_on_test and not spec.execution.save_best_model:
+        problems.append(
+            "acceptance.confirm_on_test: true evaluates the chosen model's saved weights on the test part; "
+            "set execution.save_best_model: true"
+        )
     elif accept.confirm_on_test and template.split.num_folds is not None:
         problems.append(
             "acceptance.confirm_on_test: k-fold trials are not scored on the test split; "

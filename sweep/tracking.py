@@ -336,8 +336,13 @@ def download_registered(uri: str, model_uri: str, into: Path) -> Path:
             version = client.get_model_version(name, number)
     except Exception as exc:  # MLflow's RestException or a missing model: one line, ours
         raise ValueError(f"'{model_uri}' is not a registered model version here ({type(exc).__name__})") from None
-    for item in ("best_config.yaml", "model"):
-        client.download_artifacts(version.run_id, item, str(into))
+    try:
+        for item in ("best_config.yaml", "model"):
+            client.download_artifacts(version.run_id, item, str(into))
+    except Exception as exc:  # a version registered by hand, without the sweep's files
+        raise ValueError(
+            f"'{model_uri}' has no best_config.yaml and model/ in its run ({type(exc).__name__})"
+        ) from None
     return into
 
 

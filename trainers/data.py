@@ -206,7 +206,8 @@ def load_rows(cfg: DataConfig, task: str, label_names: list[str] | None = None) 
         extra = getattr(cfg, field_)
         if extra is None:
             continue
-        more = _load_one(cfg, task, Path(extra), field_, rows.label_names or None, None)
+        # a given part takes the training labels' ids ([] for tasks without labels: no training-only checks)
+        more = _load_one(cfg, task, Path(extra), field_, rows.label_names, None)
         start = sum(len(p) for p in parts)
         given[part] = (start, start + len(more))
         parts.append(more)
@@ -232,6 +233,8 @@ def _load_one(
     frame = _read_frame(path, cfg.header)
     if max_rows is not None:
         frame = frame.iloc[:max_rows]
+    if frame.empty:
+        raise ConfigError([f"data.{field_}: '{path}' holds no rows; add one row per example after the header"])
     reader = get_task(task)
     _require_columns(frame, {f: getattr(cfg, f) for f in reader.columns}, path, cfg.header)
     return reader.read(frame, cfg, path, label_names)
@@ -246,7 +249,7 @@ def read_labels(
     raw = frame[cfg.label_column].tolist()
     if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
         raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
-    if label_names is not None:
+    if label_names:
         unknown = sorted({str(v) for v in raw} - set(label_names))
         if unknown:
             raise ConfigError(
@@ -269,8 +272,11 @@ def read_labels(
     return Rows(task, texts, [], labels, names, fp, str(path))
 
 
-def read_values(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> Rows:
-    """Text + a finite number per row (regression)."""
+def read_values(
+    task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None
+) -> Rows:
+    """Text + a finite number per row (regression). ``label_names`` given (``[]``): not a training file, so
+    its targets may be constant (a validation file, a file a model is evaluated on)."""
     texts = _clean_texts(frame, cfg.text_column, "text_column", path)
     values = pd.to_numeric(frame[cfg.label_column], errors="coerce").to_numpy(dtype=np.float64)
     bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
@@ -282,7 +288,7 @@ def read_values(task: str, frame: pd.DataFrame, cfg: DataConfig, path: Path) -> 
                 f"(rows {shown}{', ...' if len(bad) > 5 else ''}); regression needs a number in every row"
             ]
         )
-    if np.ptp(values) == 0:
+    if label_names is None and np.ptp(values) == 0:
         raise ConfigError([f"data.label_column: '{cfg.label_column}' is constant; regression needs varying targets"])
     fp = _fingerprint(task, texts, values.tolist())
     return Rows(task, texts, [], values.astype(np.float32), [], fp, str(path))
@@ -353,6 +359,13 @@ def _given_splits(rows: Rows, cfg: SplitConfig) -> Splits:
             [
                 "split.num_folds: k-fold cross-validation makes its own validation folds from data.path; "
                 "drop data.val_path or split.num_folds"
+            ]
+        )
+    if "test" in rows.given and cfg.num_folds is not None:
+        raise ConfigError(
+            [
+                "split.num_folds: k-fold trials are not evaluated on a test part, so data.test_path would be "
+                "ignored; drop one of them"
             ]
         )
     if "test" in rows.given and cfg.test_fraction > 0:

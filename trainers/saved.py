@@ -84,7 +84,7 @@ def evaluate_file(cfg: TrialConfig, model_dir: str | Path, path: str | Path) -> 
     device = pick_device(cfg.device)
     trained = load_trained(model_dir, cfg, device)
     data = cfg.data.model_copy(update={"path": str(path), "val_path": None, "test_path": None, "max_rows": None})
-    rows = load_rows(data, cfg.task, trained.label_names or None)
+    rows = load_rows(data, cfg.task, trained.label_names)  # the model's label ids; [] without labels
     enc = encode(rows, trained.tokenizer, cfg.model.name_or_path, cfg.data.max_length)
     eval_cfg = cfg.eval.model_copy(update={"max_generate_examples": len(rows)})
     metrics = trained.task.evaluate(trained.model, enc, np.arange(len(rows)), trained.tokenizer, device, eval_cfg)

@@ -153,7 +153,7 @@ class Regression(_OneTargetPerRow):
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
         from trainers.data import read_values
 
-        return read_values(self.name, frame, cfg, path)
+        return read_values(self.name, frame, cfg, path, label_names)
 
     def num_outputs(self, rows: Rows) -> int:
         return 1

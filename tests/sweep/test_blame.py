@@ -300,6 +300,19 @@ def test_acceptance_rules_are_checked_in_the_spec():
         "acceptance.confirm_on_test: true needs a held-out test part; set trial.split.test_fraction (e.g. 0.1) "
         "or trial.data.test_path",
     ]
+    with pytest.raises(SpecError) as err:
+        validate_spec(
+            {
+                "name": "s",
+                "trial": {"model": {"name_or_path": "tiny-bert"}, "split": {"test_fraction": 0.1}},
+                "acceptance": {"threshold": 0.8, "confirm_on_test": True},
+                "execution": {"save_best_model": False},
+            }
+        )
+    assert err.value.problems == [
+        "acceptance.confirm_on_test: true evaluates the chosen model's saved weights on the test part; "
+        "set execution.save_best_model: true"
+    ]
 
 
 def test_a_label_no_trial_learns_is_a_data_problem():

@@ -82,3 +82,12 @@ def test_report_of_something_that_is_no_sweep_exits_2(tmp_path):
         "error: report: 'no-such-run' is neither a run dir with sweep.json nor a sweep's MLflow run id in "
     )
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_predict_to_a_missing_directory_is_one_line(tmp_path):
+    proc = _sweep("predict", str(tmp_path), "x.csv", "--out", str(tmp_path / "no" / "p.csv"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: --out: directory '{tmp_path}/no' does not exist; create it or choose another path"
+    )
+    proc = _sweep("evaluate", str(tmp_path), "x.csv", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no best model" in proc.stderr and "Traceback" not in proc.stderr

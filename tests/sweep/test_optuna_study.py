@@ -181,3 +181,47 @@ def test_journal_and_sqlite_storages_persist_the_study(tmp_path):
         StudyBridge(open_study(spec, url, "s", 10), spec.space).ask("a")
         again = open_study(spec, url, "s", 10)
         assert len(again.trials) == 1 and again.trials[0].user_attrs["ray_trial_id"] == "a"
+
+
+def test_prior_trials_carry_the_tied_and_fixed_values_optuna_never_sees(tmp_path):
+    space = {
+        "adaptation.r": {"type": "categorical", "choices": [4, 8]},
+        "adaptation.alpha": {"type": "tied", "to": "adaptation.r", "times": 2},
+        "adaptation.dropout": {"type": "fixed", "value": 0.1},
+    }
+    spec = validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space})
+    url = f"sqlite:///{tmp_path}/o.db"
+    bridge = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    params = bridge.ask("a")
+    bridge.tell("a", TrialStatus.COMPLETED, 0.5)
+    prior = StudyBridge(open_study(spec, url, "s", 30), spec.space).prior_trials()[0]
+    assert (
+        prior.params
+        == params
+        == {
+            "adaptation.r": params["adaptation.r"],
+            "adaptation.alpha": 2 * params["adaptation.r"],
+            "adaptation.dropout": 0.1,
+        }
+    )
+
+
+def test_a_resumed_grid_runs_its_killed_points_before_it_counts_as_exhausted(tmp_path):
+    spec = validate_spec(
+        {
+            "name": "t",
+            "trial": {"model": {"name_or_path": "tiny-bert"}},
+            "space": {"optim.learning_rate": {"type": "categorical", "choices": [1e-3, 1e-2]}},
+            "sampler": {"kind": "grid"},
+        }
+    )
+    url = f"sqlite:///{tmp_path}/o.db"
+    bridge = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    bridge.ask("a")
+    bridge.tell("a", TrialStatus.COMPLETED, 0.5)
+    killed = bridge.ask("b")  # every point asked; the driver dies with b running
+    assert bridge.exhausted()
+    again = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    assert not again.exhausted()  # b's point is queued to run again
+    assert again.ask("b2") == killed
+    assert again.exhausted()

@@ -220,3 +220,23 @@ def test_headerless_files_name_columns_by_position_and_the_mistake_is_explained(
     ]
     rows = load_rows(DataConfig(path=str(path), header=False, text_column=1, label_column=0), "classification")
     assert len(rows) == 30 and rows.label_names == ["0", "1"] and rows.texts[1] == "this film was good number 1"
+
+
+def test_given_files_must_hold_rows_and_may_be_constant_where_training_may_not(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", 40)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    with pytest.raises(ConfigError, match=r"data.val_path: '.*empty.csv' holds no rows; add one row per example"):
+        load_rows(DataConfig(path=str(train), val_path=str(empty)), "classification")
+    scores = tmp_path / "scores.csv"
+    scores.write_text("text,label\n" + "".join(f"row {i},{i % 5}\n" for i in range(30)))
+    flat = tmp_path / "flat.csv"
+    flat.write_text("text,label\na,2.0\nb,2.0\n")
+    rows = load_rows(DataConfig(path=str(scores), test_path=str(flat)), "regression")
+    assert rows.given == {"test": (30, 32)}
+    with pytest.raises(ConfigError, match="is constant"):
+        load_rows(DataConfig(path=str(flat)), "regression")
+    with pytest.raises(ConfigError, match="split.num_folds: k-fold trials are not evaluated on a test part"):
+        make_splits(
+            load_rows(DataConfig(path=str(train), test_path=str(train)), "classification"), SplitConfig(num_folds=2)
+        )
