@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.space import CategoricalParam, FloatParam, IntParam, Param, sample
+from sweep.samplers import build_sampler, distribution
+from sweep.space import Param, sample
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
 
@@ -30,7 +31,7 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -
     study = optuna.create_study(
         study_name=study_name,
         storage=_storage(storage),
-        sampler=spec.sampler.build(spec.space),
+        sampler=build_sampler(spec.sampler, spec.space),
         pruner=spec.pruner.build(last_step),
         direction=spec.objective.direction,
         load_if_exists=True,
@@ -40,7 +41,7 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -
         study.set_metric_names([spec.objective.metric])
     done = len(study.get_trials(deepcopy=False))
     if done:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
-        study.sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + done}).build(spec.space)
+        study.sampler = build_sampler(spec.sampler, spec.space, seed_offset=done)
     return study
 
 
@@ -188,15 +189,6 @@ class StudyBridge:
         return {s: states.count(s) for s in sorted(set(states))}
 
 
-def _distribution(p: Param) -> optuna.distributions.BaseDistribution:
-    if isinstance(p, FloatParam):
-        return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
-    if isinstance(p, IntParam):
-        return optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
-    assert isinstance(p, CategoricalParam)
-    return optuna.distributions.CategoricalDistribution(p.choices)
-
-
 def param_importances(
     space: Mapping[str, Param], points: Sequence[tuple[dict[str, Any], float]], names: Sequence[str]
 ) -> dict[str, float]:
@@ -204,7 +196,7 @@ def param_importances(
     throw-away study holds exactly the points given, e.g. values at a common step with pruned trials."""
     if len({value for _, value in points}) < 2:
         return dict.fromkeys(names, 0.0)  # nothing varies: nothing to explain
-    distributions = {n: _distribution(space[n]) for n in names}
+    distributions = {n: distribution(space[n]) for n in names}
     study = optuna.create_study(direction="maximize")
     study.add_trials(
         [optuna.trial.create_trial(params=params, distributions=distributions, value=value) for params, value in points]

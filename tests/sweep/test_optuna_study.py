@@ -225,3 +225,30 @@ def test_a_resumed_grid_runs_its_killed_points_before_it_counts_as_exhausted(tmp
     assert not again.exhausted()  # b's point is queued to run again
     assert again.ask("b2") == killed
     assert again.exhausted()
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "cmaes", "gp"])
+def test_a_finite_space_never_repeats_a_configuration_until_all_were_tried(tmp_path, kind):
+    space = {
+        "loss.name": {"type": "categorical", "choices": ["cross_entropy", "focal", "label_smoothing"]},
+        "model.num_layers": {"type": "int", "low": 1, "high": 2},
+        "adaptation.alpha": {"type": "tied", "to": "model.num_layers", "times": 8},
+    }
+    sampler = {"kind": kind, "seed": 0} | ({} if kind == "random" else {"num_startup_trials": 2})
+    spec = validate_spec(
+        {"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space, "sampler": sampler}
+    )
+    url = f"sqlite:///{tmp_path}/o.db"
+    bridge = StudyBridge(open_study(spec, url, "s", 30), spec.space)
+    seen = []
+    for i in range(3):
+        seen.append(bridge.ask(str(i)))
+        bridge.tell(str(i), TrialStatus.COMPLETED, 0.5 + 0.1 * i)
+    again = StudyBridge(open_study(spec, url, "s", 30), spec.space)  # and across a resume
+    for i in range(3, 6):
+        seen.append(again.ask(str(i)))
+        again.tell(str(i), TrialStatus.COMPLETED, 0.1 * i)
+    keys = {(p["loss.name"], p["model.num_layers"]) for p in seen}
+    assert len(keys) == 6  # all six configurations, none twice
+    assert all(p["adaptation.alpha"] == 8 * p["model.num_layers"] for p in seen)
+    assert again.ask("7")  # exhausted: a repeat is all there is, and it is allowed
