@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     registered = args.run_dir.startswith("models:/")
     run_dir = Path(args.run_dir)
     cfg, model_dir = _best(args.run_dir, args.tracking_uri)
-    metrics, rows = evaluate_file(cfg, model_dir, args.file)
+    try:
+        metrics, rows = evaluate_file(cfg, model_dir, args.file)
+    finally:
+        if registered:  # the version's files were downloaded for this evaluation only
+            shutil.rmtree(model_dir.parent, ignore_errors=True)
     stem = re.sub(r"[^\w.-]", "_", Path(args.file).stem)
     print(f"{args.file}: {rows} rows")
     for key, value in metrics.items():
@@ -136,8 +141,12 @@ def _predict(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise SpecError([f"--out: directory '{out.parent}' does not exist; create it or choose another path"])
     cfg, model_dir = _best(args.run_dir)
-    with tqdm(unit="row", desc="predict", disable=None) as bar:
-        header, rows = predict_file(cfg, model_dir, args.file, on_batch=bar.update)
+    try:
+        with tqdm(unit="row", desc="predict", disable=None) as bar:
+            header, rows = predict_file(cfg, model_dir, args.file, on_batch=bar.update)
+    finally:
+        if args.run_dir.startswith("models:/"):  # downloaded for this run only
+            shutil.rmtree(model_dir.parent, ignore_errors=True)
     with out.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import io
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,6 +91,7 @@ def test_held_out_test_evaluate_and_predict_on_the_chosen_model(tmp_path):
     with contextlib.redirect_stdout(out):
         code = cli.main(["evaluate", "models:/use@candidate", str(val_file), "--tracking-uri", result.tracking_uri])
     assert code == 0 and f"accuracy         {evaluated['accuracy']:.4f}" in out.getvalue()
+    assert not list(Path(tempfile.gettempdir()).glob("fsweep-model-*"))  # the download is not left behind
 
     # `sweep predict`: a label and its probability for each row of a file without labels
     texts = tmp_path / "texts.csv"
