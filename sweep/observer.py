@@ -230,14 +230,20 @@ class LiveView(Progress):
     output is a terminal; logs and CI get ``Progress``'s plain lines."""
 
     def __init__(
-        self, objective: str, num_trials: int, max_retries: int, time_budget_s: float | None, console: Any = None
+        self,
+        book: TrialBook,
+        objective: str,
+        num_trials: int,
+        max_retries: int,
+        time_budget_s: float | None,
+        console: Any = None,
     ) -> None:
         from rich.console import Console
 
         self.console = console or Console()
         super().__init__(self.console.print, objective, num_trials, max_retries)
         self.time_budget_s = time_budget_s
-        self.book: TrialBook | None = None
+        self.book = book
         self.started_at = time.time()
         self._live: Any = None
 
@@ -258,10 +264,6 @@ class LiveView(Progress):
             self._live.__exit__(*exc)
             self._live = None
 
-    def ended(self, rec: TrialRecord, book: TrialBook) -> None:
-        self.book = book
-        super().ended(rec, book)
-
     def _panel(self) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
@@ -269,7 +271,7 @@ class LiveView(Progress):
 
         book = self.book
         # rich redraws from its own thread while the driver adds trials: count from one snapshot
-        trials = list(book.trials.values()) if book else []
+        trials = list(book.trials.values())
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
@@ -279,7 +281,7 @@ class LiveView(Progress):
         line = "  ".join(f"{k} {v}" for k, v in shown.items() if v or k in ("completed", "pruned", "failed"))
         best = (
             f"best {self.objective} {book.best.value:.4g} (trial {book.best.number})"
-            if book and book.best
+            if book.best
             else "no best yet"
         )
         grid = Table.grid(padding=(0, 1))
@@ -310,8 +312,6 @@ class SweepObserver:
     def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None:
         rec = self.book.start(ray_id, self.bridge.number(ray_id), params)
         self.recorder.start_trial(ray_id, rec.number, params)
-        if isinstance(self.progress, LiveView):
-            self.progress.book = self.book
         self.progress.started(rec)
 
     def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:

@@ -167,9 +167,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
     models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
     num_trials = spec.budget.num_trials - book.num_used()
-    progress = _progress(spec, echo)
-    if isinstance(progress, LiveView):
-        progress.book = book
+    progress = _progress(spec, echo, book)
     observer = SweepObserver(book, bridge, recorder, models, progress)
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
@@ -235,11 +233,11 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     )
 
 
-def _progress(spec: SweepSpec, echo: Echo) -> Progress:
+def _progress(spec: SweepSpec, echo: Echo, book: TrialBook) -> Progress:
     """A live view when the sweep prints to a terminal; plain lines otherwise (logs, CI, callers' echo)."""
     if echo is print and sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
         return LiveView(
-            spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries, spec.budget.time_budget_s
+            book, spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries, spec.budget.time_budget_s
         )
     return Progress(echo, spec.objective.metric, spec.budget.num_trials, spec.budget.max_retries)
 

@@ -1,51 +1,20 @@
 """The demo sweep's report opens in a real browser: headless Chromium renders the verdict and the plots."""
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from sweep.runner import run_sweep
 from sweep.spec import load_spec
+from tests.integration.browser import CHROMIUM, NO_CHROMIUM, dump_dom
 
 REPO = Path(__file__).parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("shared_ray"),
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y --no-install-recommends chromium)"),
+    pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM),
 ]
-
-
-def _dump_dom(page: Path) -> str:
-    profile = tempfile.mkdtemp()
-    try:
-        proc = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--dump-dom",
-                page.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def test_demo_report_renders_the_verdict_and_the_plots_in_chromium(tmp_path):
@@ -62,7 +31,7 @@ def test_demo_report_renders_the_verdict_and_the_plots_in_chromium(tmp_path):
     )
     result = run_sweep(spec, echo=lambda line: None)
     page = result.run_dir / "report" / "report.html"
-    dom = _dump_dom(page)
+    dom = dump_dom(page.resolve().as_uri(), budget_ms=2000)
     decision = result.report.verdict.decision.upper()
     assert f'<p class="verdict" id="verdict">{decision}</p>' in dom
     assert f'<span id="blame-top">{result.report.analysis.blame_top}</span>' in dom
