@@ -13,11 +13,16 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard optuna-dashboard clean demo-data
+.PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard optuna-dashboard clean demo-data \
+	submit cluster-up cluster-down lint-docker
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
 RUN        ?=
+ADDRESS    ?=
+WORKERS    ?= 1
+CPUS       ?= 1
+GPUS       ?= 0
 
 setup: $(STAMP)
 
@@ -60,6 +65,17 @@ mlflow-ui: setup
 	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) — open the experiment named after the sweep (Ctrl-C stops it)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
 		--backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# a sweep as a Ray job: on the cluster ADDRESS names (http://HEAD:8265), else the one cluster-up started
+submit: setup
+	$(BIN)/sweep submit $(SPEC) $(if $(ADDRESS),--address $(ADDRESS))
+
+# a real Ray cluster on this machine: a head and WORKERS worker nodes on 127.0.0.1, files in runs/cluster/
+cluster-up: setup
+	$(BIN)/sweep cluster up --workers $(WORKERS) --cpus $(CPUS) --gpus $(GPUS)
+
+cluster-down: setup
+	$(BIN)/sweep cluster down
 
 dashboard: setup
 	$(BIN)/sweep dashboard

@@ -1,4 +1,5 @@
-"""`sweep validate|run|resume|report|evaluate|predict|dashboard`. Heavy imports happen inside commands."""
+"""`sweep validate|run|resume|report|evaluate|predict|dashboard|submit|status|logs|stop|cluster`. Heavy imports
+happen inside commands."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,13 @@ def _best(target: str | Path, tracking_uri: str | None = None) -> tuple[Any, Pat
     if str(target).startswith("models:/"):
         import tempfile
 
+        from sweep.secrets import resolve
         from sweep.tracking import default_tracking_uri, download_registered
 
         into = Path(tempfile.mkdtemp(prefix="fsweep-model-"))
         try:
-            download_registered(tracking_uri or default_tracking_uri("runs"), str(target), into)
+            uri = resolve(tracking_uri or default_tracking_uri("runs"), "--tracking-uri")
+            download_registered(uri, str(target), into)
         except ValueError as exc:
             raise SpecError([f"model: {exc}; list versions in the MLflow UI (make mlflow-ui)"]) from None
         return load_trial_config(into / BEST_CONFIG), into / BEST_MODEL
@@ -122,10 +126,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     state = run_dir / STATE_FILE
     if state.is_file():
+        from sweep.secrets import resolve
         from sweep.tracking import record_evaluation
 
         info = json.loads(state.read_text())
-        record_evaluation(info["tracking_uri"], info["parent_run_id"], stem, metrics)
+        record_evaluation(resolve(info["tracking_uri"], "tracking.uri"), info["parent_run_id"], stem, metrics)
         print(f"recorded on the sweep's MLflow run as eval_{stem}_*")
     return 0
 
@@ -174,11 +179,12 @@ def _optuna_dashboard(args: argparse.Namespace) -> int:
 
     from sweep.optuna_study import serve_dashboard
     from sweep.run_dir import STATE_FILE
+    from sweep.secrets import resolve
 
     run_dir = Path(args.run_dir) if args.run_dir else _latest_run(args.runs_dir, STATE_FILE)
     if not (run_dir / STATE_FILE).is_file():
         raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
-    storage = json.loads((run_dir / STATE_FILE).read_text())["storage"]
+    storage = resolve(json.loads((run_dir / STATE_FILE).read_text())["storage"], "execution.storage")
     print(f"optuna-dashboard for {run_dir} on http://{args.host}:{args.port} (the study is named after the sweep)")
     print("Ctrl-C stops it.", flush=True)
     try:
@@ -204,6 +210,66 @@ def _dashboard(args: argparse.Namespace) -> int:
     if token:
         print(f"Token authentication is on: paste this token into the dashboard's prompt:\n  {token}")
         print("CLI clients (ray job submit, ray status) also need: export RAY_AUTH_MODE=token")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from sweep.jobs import submit
+
+    submit(args.spec, args.overrides, args.address, working_dir=args.working_dir)
+    return 0
+
+
+def _job_status(args: argparse.Namespace) -> int:
+    from sweep.jobs import status
+
+    state = status(args.job_id, args.address)
+    return 0 if state in ("SUCCEEDED", "RUNNING", "PENDING") else 1
+
+
+def _job_logs(args: argparse.Namespace) -> int:
+    from sweep.jobs import logs
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops following, not the job
+        logs(args.job_id, args.address, follow=args.follow)
+    return 0
+
+
+def _job_stop(args: argparse.Namespace) -> int:
+    from sweep.jobs import stop
+
+    state = stop(args.job_id, args.address)
+    return 0 if state == "STOPPED" or state == "SUCCEEDED" else 1
+
+
+def _init_storage(args: argparse.Namespace) -> int:
+    from sweep.optuna_study import create_storage
+    from sweep.secrets import mask, resolve
+
+    url = resolve(args.url, "url")
+    try:
+        create_storage(url)
+    except Exception as exc:  # the database's own error (unreachable, wrong password), in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SweepError(f"url: cannot open Optuna storage {mask(url)} ({mask(first)[:300]})") from None
+    print(f"Optuna storage ready: {mask(url)}")
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from sweep import cluster
+
+    if args.action == "down":
+        stopped = cluster.down(args.runs_dir)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "no cluster was running from here")
+        return 0
+    started = time.time()
+    up = cluster.up(args.runs_dir, workers=args.workers, cpus_per_node=args.cpus, gpus_per_node=args.gpus)
+    print(f"Ray cluster up in {time.time() - started:.0f}s: head + {args.workers} worker(s) on 127.0.0.1")
+    print(f"  address:   {up.address}   (ray.init / ray start --address)")
+    print(f"  dashboard: {up.dashboard}   (Job API; token: make dashboard)")
+    print(f"  submit:    make submit   (or: sweep submit SPEC --address {up.dashboard})")
+    print("  stop:      make cluster-down")
     return 0
 
 
@@ -237,6 +303,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
     p.add_argument("--runs-dir", default="runs")
+    p = sub.add_parser("submit", help="run a sweep as a Ray job on a cluster (checks spec and data first)")
+    p.add_argument("spec")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--address", help="the head's dashboard, http://HEAD:8265 (default: $RAY_ADDRESS or make cluster-up's)"
+    )
+    p.add_argument("--working-dir", default=".", help="the project directory sent with the job (default: .)")
+    for name, helptext in (
+        ("status", "a submitted sweep's job status"),
+        ("logs", "a submitted sweep's output"),
+        ("stop", "stop a submitted sweep (its runs end KILLED; sweep resume continues it)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("job_id")
+        p.add_argument("--address", help="the head's dashboard (default: $RAY_ADDRESS or make cluster-up's)")
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    p = sub.add_parser("init-storage", help="create Optuna's tables in a database once, before sweeps share it")
+    p.add_argument("url", help="e.g. postgresql+psycopg://sweep:${PGPASSWORD}@db:5432/optuna")
+    p = sub.add_parser("cluster", help="a local Ray cluster (head + workers on 127.0.0.1) for trying jobs")
+    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cpus", type=float, default=1, help="CPUs each node offers")
+    p.add_argument("--gpus", type=float, default=0, help="GPUs each node declares (even on a CPU machine)")
     args = parser.parse_args(argv)
     _env_defaults()
     command = {
@@ -248,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "optuna-dashboard": _optuna_dashboard,
         "dashboard": _dashboard,
+        "submit": _submit,
+        "status": _job_status,
+        "logs": _job_logs,
+        "stop": _job_stop,
+        "cluster": _cluster,
+        "init-storage": _init_storage,
     }[args.command]
     try:
         return command(args)

@@ -62,7 +62,7 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
     curves = trial_curves(uri, parent_id, ["train_loss", "val_loss"])
     fixed = fixed_params(spec)
     trials = []
-    for t in study_trials(storage, spec.name):
+    for t in study_trials(storage, spec.name, owner=parent_id):
         recorded: dict[str, Any] = curves.get(t["number"], {})
         finals = recorded.get("metrics", {})
         histories = recorded.get("histories", {})

@@ -279,11 +279,7 @@ class LiveView(Progress):
         done = sum(1 for t in trials if t.status.counts_against_budget)
         shown = {s.value: counts.get(s.value, 0) for s in TrialStatus if s != TrialStatus.RUNNING}
         line = "  ".join(f"{k} {v}" for k, v in shown.items() if v or k in ("completed", "pruned", "failed"))
-        best = (
-            f"best {self.objective} {book.best.value:.4g} (trial {book.best.number})"
-            if book.best
-            else "no best yet"
-        )
+        best = f"best {self.objective} {book.best.value:.4g} (trial {book.best.number})" if book.best else "no best yet"
         grid = Table.grid(padding=(0, 1))
         grid.add_row(
             "trials", ProgressBar(total=self.num_trials, completed=done, width=40), f"{done}/{self.num_trials}"
@@ -328,6 +324,10 @@ class SweepObserver:
         rec.retries = attempt
         self.recorder.tag_trial(ray_id, {"trial.retries": str(attempt), f"trial.retry_{attempt}_reason": error[:5000]})
         self.progress.retried(rec, error)
+
+    def trial_placed(self, ray_id: str, node_id: str, gpus: str) -> None:
+        """Where Ray runs the trial: on a cluster, which node; with GPUs, which ones it sees."""
+        self.recorder.tag_trial(ray_id, {"ray.node_id": node_id, "ray.cuda_visible_devices": gpus or "none"})
 
     def trial_finished(self, ray_id: str, final: TrialOutcome | TrialFailure | None, error: bool) -> None:
         best_before = self.book.best

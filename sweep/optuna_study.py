@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,10 +26,15 @@ log = logging.getLogger(__name__)
 RAY_ID_ATTR = "ray_trial_id"
 STATUS_ATTR = "status"
 RETRY_OF_ATTR = "rerun_of"  # a killed trial's configuration, queued again on resume
+OWNER_ATTR = "sweep_run"  # the MLflow parent run of the sweep that asked the trial (a study may be shared)
 
 
-def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -> optuna.Study:
-    """Create (or re-open, for resume) the sweep's study; ``last_step`` is the largest step a trial reports."""
+def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int, *, shared: bool = False) -> optuna.Study:
+    """Create (or re-open, for resume) the sweep's study; ``last_step`` is the largest step a trial reports.
+
+    ``shared``: the storage is the user's (``execution.storage``), so other sweeps may ask the same study
+    at the same time; each draws from its own seed then, or their first random draws would be equal.
+    """
     study = optuna.create_study(
         study_name=study_name,
         storage=_storage(storage),
@@ -40,8 +47,9 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int) -
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([spec.objective.metric])
     done = len(study.get_trials(deepcopy=False))
-    if done:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
-        study.sampler = build_sampler(spec.sampler, spec.space, seed_offset=done)
+    offset = done + ((os.getpid() % 65536) << 8 if shared else 0)
+    if offset:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
+        study.sampler = build_sampler(spec.sampler, spec.space, seed_offset=offset)
     return study
 
 
@@ -50,7 +58,34 @@ def _storage(url: str) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return url
+    if url.startswith("sqlite:"):
+        return url
+    return _rdb_storage(url)
+
+
+def create_storage(url: str) -> None:
+    """Create the storage's tables now (a database that sweeps will share; see ``_rdb_storage``)."""
+    if url.startswith("sqlite:"):
+        optuna.storages.RDBStorage(url)  # _storage leaves sqlite URLs to create_study
+    else:
+        _storage(url)
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """A database server's storage. Optuna creates its tables on first use, and two sweeps creating them
+    in an empty database at once collide (``CREATE TYPE`` twice): the loser waits and opens what the
+    winner created."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.debug("schema creation raced (%s); retrying", type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -71,21 +106,26 @@ class StudyBridge:
     Used in the driver by the searcher (ask), the pruning scheduler (report) and the observer (tell).
     """
 
-    def __init__(self, study: optuna.Study, space: Mapping[str, Param]) -> None:
+    def __init__(self, study: optuna.Study, space: Mapping[str, Param], owner: str | None = None) -> None:
         self.study = study
         self.space = space
+        self.owner = owner
         self._trials: dict[str, optuna.Trial] = {}
         self._params: dict[str, dict[str, Any]] = {}
         self._pruned: set[str] = set()
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            # a sweep that was interrupted: its running trials will not report again
-            optuna.Trial(study, frozen._trial_id).set_user_attr(STATUS_ATTR, TrialStatus.KILLED.value)
-            study.tell(frozen.number, state=TrialState.FAIL)
+            if self._ours(frozen):  # this sweep was interrupted: its running trials will not report again
+                optuna.Trial(study, frozen._trial_id).set_user_attr(STATUS_ATTR, TrialStatus.KILLED.value)
+                study.tell(frozen.number, state=TrialState.FAIL)
         self._queue_killed()
+
+    def _ours(self, t: optuna.trial.FrozenTrial) -> bool:
+        """Asked by this sweep (a study made before owners were recorded: all of it)."""
+        return self.owner is None or t.user_attrs.get(OWNER_ATTR, self.owner) == self.owner
 
     def _queue_killed(self) -> None:
         """Resume is exact: each configuration a killed trial was running runs again, once."""
-        trials = self.study.get_trials(deepcopy=False)
+        trials = [t for t in self.study.get_trials(deepcopy=False) if self._ours(t)]
         queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
         for t in trials:
             killed = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.KILLED.value
@@ -102,6 +142,8 @@ class StudyBridge:
         if ray_id not in self._trials:
             trial = self.study.ask()
             trial.set_user_attr(RAY_ID_ATTR, ray_id)
+            if self.owner is not None:
+                trial.set_user_attr(OWNER_ATTR, self.owner)
             self._trials[ray_id] = trial
             self._params[ray_id] = sample(self.space, trial)
         return dict(self._params[ray_id])
@@ -156,7 +198,7 @@ class StudyBridge:
         """Trials an earlier (interrupted) run of this sweep already ended, for resume."""
         out = []
         for t in self.study.get_trials(deepcopy=False):
-            if not t.state.is_finished():  # running (this run's), or queued and not started yet
+            if not t.state.is_finished() or not self._ours(t):  # running or queued; or another sweep's
                 continue
             # a FAIL without our status was left running by an interrupted run: killed, not a result
             default = {TrialState.COMPLETE: TrialStatus.COMPLETED, TrialState.PRUNED: TrialStatus.PRUNED}.get(
@@ -212,12 +254,13 @@ def serve_dashboard(storage: str, host: str, port: int) -> None:
     run_server(_storage(storage), host=host, port=port)
 
 
-def study_trials(storage: str, study_name: str) -> list[dict[str, Any]]:
-    """Every trial of a stored study as plain data: number, status, params, the objective per step."""
+def study_trials(storage: str, study_name: str, owner: str | None = None) -> list[dict[str, Any]]:
+    """Every trial of a stored study (of one sweep, ``owner``, if the study is shared) as plain data:
+    number, status, params, the objective per step."""
     study = optuna.load_study(study_name=study_name, storage=_storage(storage))
     out = []
     for t in study.get_trials(deepcopy=False):
-        if not t.state.is_finished():
+        if not t.state.is_finished() or (owner is not None and t.user_attrs.get(OWNER_ATTR, owner) != owner):
             continue
         default = TrialStatus.COMPLETED if t.state == TrialState.COMPLETE else TrialStatus.FAILED
         out.append(

@@ -8,12 +8,10 @@ Ray's ``OptunaSearch`` builds its study with Optuna's NopPruner, so it cannot pr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +25,7 @@ from ray.tune.search import Searcher
 
 from sweep.interfaces import Bridge, Observer
 from sweep.pruners import AshaPruner
+from sweep.run_dir import ray_temp_dir
 from sweep.spec import SweepError, SweepSpec
 from sweep.status import TrialFailure, parse_final_report
 from trainers.api import TrialOutcome, is_out_of_memory
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 OUTCOME_KEY = "outcome"
 STEP_KEY = "step"
 LAST_STEP_KEY = "last_step"
+NODE_KEY = "ray_node_id"
+GPUS_KEY = "cuda_visible_devices"
 RAY_DIR = "ray"  # Ray's session files in the run dir (a link to /tmp while the sweep runs, if the path is long)
 RAY_LOGS_DIR = "ray-logs"  # Ray's logs (the trials' tracebacks), kept when the /tmp stand-in is removed
 
@@ -46,11 +47,20 @@ LastStepOf = Callable[[Mapping[str, Any]], int | None]
 # --- inside the trial process ---------------------------------------------------------------------
 
 
+def _placement() -> dict[str, str]:
+    """Where Ray placed this trial: its node, and the GPUs it may use as the trial sees them."""
+    return {NODE_KEY: ray.get_runtime_context().get_node_id(), GPUS_KEY: os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+
 class _TuneReporter:
-    """trainers' Reporter -> ray.tune.report; the step rides along so schedulers see optimizer steps."""
+    """trainers' Reporter -> ray.tune.report; the step rides along so schedulers see optimizer steps, and
+    the trial's placement so the record says where it ran."""
+
+    def __init__(self) -> None:
+        self.placement = _placement()
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
-        tune.report({**metrics, STEP_KEY: step})
+        tune.report({**metrics, STEP_KEY: step, **self.placement})
 
 
 def trainable(config: dict[str, Any]) -> None:
@@ -66,7 +76,8 @@ def trainable(config: dict[str, Any]) -> None:
     output_dir = str(Path(config["models_dir"]) / tune.get_context().get_trial_id()) if config["models_dir"] else None
     try:
         cfg = trial_config_from_dict(compose(config["template"], config["params"], output_dir))
-        final = run_trial(cfg, _TuneReporter()).model_dump_json()
+        reporter = _TuneReporter()
+        final = run_trial(cfg, reporter).model_dump_json()
     except ConfigError as exc:
         # a combination the space allows but the trial rejects: a failed trial with its reason, not a crash
         final = TrialFailure(error="; ".join(exc.problems), kind="config").model_dump_json()
@@ -79,15 +90,28 @@ def trainable(config: dict[str, Any]) -> None:
             raise  # other trials share the device: transient, Ray runs it again (budget.max_retries)
         else:
             final = TrialFailure(status="oom", error=error, kind="oom").model_dump_json()
-    tune.report({OUTCOME_KEY: final})
+    tune.report({OUTCOME_KEY: final, **_placement()})
 
 
 # --- in the driver --------------------------------------------------------------------------------
 
 
-class OptunaSearcher(Searcher):
+class _DriverOnly:
+    """Ray pickles the searcher, scheduler and callbacks into the run dir (``tune/tuner.pkl``) for its
+    own restore, which the sweep does not use (the study is its state). The live objects they hold (the
+    study, whose storage URL may carry a password; the MLflow client) stay out of that file."""
+
+    _driver_only: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: (None if k in self._driver_only else v) for k, v in self.__dict__.items()}
+
+
+class OptunaSearcher(_DriverOnly, Searcher):
     """Ray Searcher over the sweep's Optuna study: suggest = ask. The observer tells the study how each
     trial ended (it reads the final report once, for the study and the record alike)."""
+
+    _driver_only = ("bridge", "last_step_of")
 
     def __init__(self, bridge: Bridge, mode: str, last_step_of: LastStepOf) -> None:
         # no metric for Ray: its strict check would reject the final outcome report (and a diverged
@@ -127,8 +151,10 @@ def _is_last(trial: Any, result: Mapping[str, Any]) -> bool:
     return last is not None and int(result[STEP_KEY]) >= last
 
 
-class OptunaPruningScheduler(FIFOScheduler):
+class OptunaPruningScheduler(_DriverOnly, FIFOScheduler):
     """Passes every report to the Optuna trial and stops the Ray trial when Optuna's pruner says so."""
+
+    _driver_only = ("bridge",)
 
     def __init__(self, bridge: Bridge, objective: str) -> None:
         super().__init__()
@@ -146,8 +172,10 @@ class OptunaPruningScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
 
-class RecordingASHA(ASHAScheduler):
+class RecordingASHA(_DriverOnly, ASHAScheduler):
     """Ray's ASHA, with its stops recorded as prunes and every value kept in the Optuna study."""
+
+    _driver_only = ("bridge",)
 
     def __init__(self, bridge: Bridge, objective: str, mode: str, max_t: int, grace: int, factor: int) -> None:
         super().__init__(
@@ -170,9 +198,11 @@ class RecordingASHA(ASHAScheduler):
         return decision
 
 
-class _EventCallback(tune.Callback):
+class _EventCallback(_DriverOnly, tune.Callback):
     """Ray trial events -> the observer, in the driver (one place writes the record). Also the per-trial
     time limit: a trial past ``trial_timeout_s`` has its worker killed and ends as ``timeout``."""
+
+    _driver_only = ("observer",)
 
     def __init__(self, observer: Observer, trial_timeout_s: float | None = None) -> None:
         self.observer = observer
@@ -180,6 +210,7 @@ class _EventCallback(tune.Callback):
         self.finals: dict[str, TrialOutcome | TrialFailure] = {}  # parsed final reports until the trial ends
         self.started: dict[str, float] = {}  # per attempt
         self.timed_out: set[str] = set()
+        self.placed: dict[str, tuple[str, str]] = {}  # where each trial's current attempt runs
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.started[trial.trial_id] = time.monotonic()
@@ -188,6 +219,10 @@ class _EventCallback(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        placement = (str(result.get(NODE_KEY, "")), str(result.get(GPUS_KEY, "")))
+        if placement[0] and self.placed.get(trial.trial_id) != placement:
+            self.placed[trial.trial_id] = placement
+            self.observer.trial_placed(trial.trial_id, placement[0], placement[1])
         if OUTCOME_KEY in result:
             self.finals[trial.trial_id] = parse_final_report(result[OUTCOME_KEY])
             return
@@ -265,22 +300,6 @@ def _failure(exc: BaseException | None, timed_out: bool) -> TrialFailure:
     return TrialFailure(error=line, kind="exception")
 
 
-def _temp_dir(run_dir: Path) -> tuple[str, bool]:
-    """Ray's temp dir, reachable as run_dir/ray; True when it is a short stand-in under /tmp. Ray puts
-    unix sockets ~62 characters below it and a socket path may not exceed 107 bytes, so a long run dir
-    gets a short real path in /tmp and run_dir/ray links to it until the sweep ends."""
-    link = run_dir.resolve() / RAY_DIR
-    if len(str(link)) <= 40:
-        link.mkdir(parents=True, exist_ok=True)
-        return str(link), False
-    digest = hashlib.sha1(str(link).encode()).hexdigest()[:10]
-    short = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
-    short.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(short, target_is_directory=True)
-    return str(short), True
-
-
 def _keep_logs(short: Path, run_dir: Path) -> None:
     """Remove the /tmp stand-in and its link, keeping a copy of Ray's logs in the run dir."""
     for found in short.glob("session_*/logs"):
@@ -315,7 +334,7 @@ def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator
         if address in (None, "local"):
             # the dashboard comes with ray[default]; without it Ray runs headless
             has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
-            temp_dir, in_tmp = _temp_dir(run_dir)
+            temp_dir, in_tmp = ray_temp_dir(run_dir / RAY_DIR)
             short = temp_dir if in_tmp else None
             info = ray.init(
                 address="local",

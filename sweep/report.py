@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sweep.secrets import without_credentials
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
 
@@ -76,9 +77,14 @@ def print_summary(spec: SweepSpec, result: Any) -> None:
         for line in short_lines(result.report.analysis, result.report.verdict):
             print(line)
         print(f"report: {result.report.run_dir / 'report' / 'report.html'} (also in MLflow, on the sweep's run)")
-    print(f"MLflow UI:  make mlflow-ui   (then open http://127.0.0.1:5000, experiment '{result.experiment}')")
+    if result.tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI is at its address
+        ui = without_credentials(result.tracking_uri).rstrip("/")
+        print(f"MLflow UI:  {ui}   (experiment '{result.experiment}')")
+    else:
+        ui = "http://127.0.0.1:5000"
+        print(f"MLflow UI:  make mlflow-ui   (then open {ui}, experiment '{result.experiment}')")
     if result.compare_path:
-        print(f"  the trials side by side: http://127.0.0.1:5000{result.compare_path}")
+        print(f"  the trials side by side: {ui}{result.compare_path}")
     print("Ray dashboard (while a sweep runs): make dashboard")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from sweep import secrets
 from sweep.interfaces import Recorder
 from sweep.observer import Echo, LiveView, ModelFiles, Progress, SweepObserver, TrialBook, TrialRecord
 from sweep.run_dir import (
@@ -143,13 +144,19 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     from sweep import optuna_study, ray_backend
 
     started = time.time()
+    # URL passwords are masked in everything stored or shown (sweep.secrets); checked before anything is written
+    secrets.resolve(_tracking_uri(spec), "tracking.uri")
+    if spec.execution.storage:
+        secrets.resolve(spec.execution.storage, "execution.storage")
     run_dir = resume_dir or new_run_dir(spec.execution.runs_dir, spec.name)
+    stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
+    storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
-    study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step)
-    bridge = optuna_study.StudyBridge(study, spec.space)
-    recorder = _open_record(spec, run_dir, resume_dir is not None, storage, plan.fingerprints)
+    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
+    recorder = _open_record(spec, run_dir, resume_dir is not None, stored_storage, plan.fingerprints)
+    study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, shared=bool(spec.execution.storage))
+    # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
+    bridge = optuna_study.StudyBridge(study, spec.space, owner=recorder.parent_id)
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
     for prior in bridge.prior_trials():  # resume: what the interrupted run already did
@@ -171,7 +178,9 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     observer = SweepObserver(book, bridge, recorder, models, progress)
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
-    echo(f"MLflow: {recorder.uri} (experiment '{recorder.experiment}'); Optuna: {storage}")
+    echo(
+        f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); Optuna: {secrets.mask(stored_storage)}"
+    )
     interrupted = crashed = False
     try:
         with ray_backend.ray_session(spec.execution.address, run_dir, spec.execution.dashboard) as dashboard:
@@ -256,13 +265,23 @@ def _stop_reason(spec: SweepSpec, book: TrialBook, exhausted: bool) -> str:
     return f"{missing} of {spec.budget.num_trials} trials never started"
 
 
+def _tracking_uri(spec: SweepSpec) -> str:
+    from sweep.tracking import default_tracking_uri
+
+    return spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
+
+
 def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fingerprints: dict[str, str]) -> Recorder:
     """The sweep's parent run: new, or re-opened from the run dir's state file on resume."""
-    from sweep.tracking import MlflowRecorder, default_tracking_uri
+    from sweep.tracking import MlflowRecorder
 
     state_file = run_dir / STATE_FILE
-    uri = spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
-    recorder = MlflowRecorder(uri, spec.tracking.experiment or spec.name, Path(spec.execution.runs_dir) / "mlartifacts")
+    uri = _tracking_uri(spec)
+    recorder = MlflowRecorder(
+        secrets.resolve(uri, "tracking.uri"),
+        spec.tracking.experiment or spec.name,
+        Path(spec.execution.runs_dir) / "mlartifacts",
+    )
     if resume:
         recorder.resume_sweep(json.loads(state_file.read_text())["parent_run_id"])
     else:
@@ -274,15 +293,15 @@ def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fin
         tags = {
             "sweep.code_version": _code_version(),
             "sweep.run_dir": str(run_dir.resolve()),
-            "sweep.storage": storage,
+            "sweep.storage": secrets.mask(storage),
             **{f"{k}.fingerprint": v for k, v in fingerprints.items()},
         }
-        recorder.start_sweep(spec.name, params, tags, spec.model_dump(mode="json"))
+        recorder.start_sweep(spec.name, params, tags, spec.stored())
     state = {
         "parent_run_id": recorder.parent_id,
-        "tracking_uri": uri,
+        "tracking_uri": secrets.mask(uri),
         "experiment": recorder.experiment,
-        "storage": storage,
+        "storage": secrets.mask(storage),
     }
     state_file.write_text(json.dumps(state, indent=1))
     return recorder

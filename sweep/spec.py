@@ -64,7 +64,19 @@ class Budget(Section):
 
 class Resources(Section):
     cpus_per_trial: PositiveFloat = 1.0
-    gpus_per_trial: NonNegativeFloat = Field(0.0, description="Fractions share one GPU between trials.")
+    gpus_per_trial: NonNegativeFloat = Field(
+        0.0, description="Fractions (< 1) share one GPU between trials: 0.25 runs four on each GPU."
+    )
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_or_fraction(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                f"resources.gpus_per_trial: {value:g} is neither a fraction of one GPU nor whole GPUs; "
+                f"Ray gives a trial part of one GPU (< 1) or whole ones: write {value % 1:g} or {round(value):d}"
+            )
+        return value
 
 
 class Tracking(Section):
@@ -139,6 +151,16 @@ class SweepSpec(Section):
                 if isinstance(value, Mapping) and "kind" not in value:
                     data = {**data, section: {"kind": kind, **value}}
         return data
+
+    def stored(self, **dump: Any) -> dict[str, Any]:
+        """The spec as the sweep stores and shows it: URL passwords masked (``sweep.secrets``)."""
+        from sweep.secrets import mask
+
+        out = self.model_dump(mode="json", **dump)
+        for section, key in (("execution", "storage"), ("tracking", "uri")):
+            if out.get(section, {}).get(key):
+                out[section][key] = mask(out[section][key])
+        return out
 
     def trial_template(self) -> dict[str, Any]:
         """The trial section with the objective and resources folded in (what every trial starts from)."""

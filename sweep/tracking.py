@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep.status import TrialStatus
@@ -25,6 +26,9 @@ STATUS_TAG = "trial.status"
 _MAX_PARAM_CHARS = 6000
 
 log = logging.getLogger(__name__)
+# MLflow prints "View run ... at: URL" for every run a server ends: one line per trial, with the
+# tracking URI's credentials in it; the sweep's summary links the compare page instead
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migrations on first open
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
@@ -53,16 +57,7 @@ class MlflowRecorder:
         self.uri = uri
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment,
-                artifact_location=artifact_root.resolve().as_uri(),
-                # MLflow 3 opens experiments without this tag in its GenAI (traces) view
-                tags={"mlflow.experimentKind": "custom_model_development"},
-            )
-        else:
-            self.experiment_id = found.experiment_id
+        self.experiment_id = self._experiment(experiment, artifact_root)
         self.parent_id: str | None = None
         self.trial_runs: dict[str, str] = {}
         self._started: dict[str, float] = {}
@@ -70,6 +65,28 @@ class MlflowRecorder:
         self._prior_runs: dict[str, tuple[str, str | None]] = {}  # resume: (run status, trial.status) per key
         self._names: dict[str, str] = {}  # "trial 5": run names read "trial 5 · pruned@20" once it ends
         self.compare_path = ""  # the MLflow UI's page comparing this sweep's trials (set when it ends)
+
+    def _experiment(self, name: str, artifact_root: Path) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        # a tracking server keeps artifacts where it was told to (--artifacts-destination); a local
+        # store keeps them beside the run dirs
+        local = not self.uri.startswith(("http://", "https://", "databricks"))
+        try:
+            return str(
+                self.client.create_experiment(
+                    name,
+                    artifact_location=artifact_root.resolve().as_uri() if local else None,
+                    # MLflow 3 opens experiments without this tag in its GenAI (traces) view
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
+            )
+        except MlflowException:  # another sweep on the same server created it a moment ago
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
     # --- the sweep -------------------------------------------------------------------------------
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]) -> str:

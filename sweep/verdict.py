@@ -75,7 +75,7 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
 def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict) -> dict[str, Any]:
     """The next spec: blamed values out, winning ranges in, parameters that did not matter fixed at the
     best trial's value, twice the steps where completed trials were still improving."""
-    out = copy.deepcopy(spec.model_dump(mode="json", exclude_none=True))
+    out = copy.deepcopy(spec.stored(exclude_none=True))
     out["name"] = f"{spec.name}-next"
     out["description"] = f"Written by the verdict on sweep '{spec.name}' ({verdict.decision})."
     space = out.get("space", {})
@@ -140,15 +140,16 @@ def _state(target: str, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]
     run_dir = Path(target)
     if (run_dir / STATE_FILE).is_file():
         return run_dir, json.loads((run_dir / STATE_FILE).read_text())
+    from sweep.secrets import mask, resolve
     from sweep.tracking import default_tracking_uri, sweep_state
 
-    uri = tracking_uri or default_tracking_uri("runs")
+    uri = resolve(tracking_uri or default_tracking_uri("runs"), "tracking.uri")
     try:
         tags = sweep_state(uri, target)
     except Exception:  # MLflow's own error for an unknown id is a traceback; ours is one line
         raise SpecError(
             [
-                f"report: '{target}' is neither a run dir with {STATE_FILE} nor a sweep's MLflow run id in {uri}; "
+                f"report: '{target}' is neither a run dir with {STATE_FILE} nor a sweep's MLflow run id in {mask(uri)}; "
                 "pass the directory `sweep run` printed, or the parent run id (with --tracking-uri)"
             ]
         ) from None
@@ -164,11 +165,13 @@ def make_report(target: str | Path, *, tracking_uri: str | None = None, echo: Ec
     from sweep.evidence import gather
     from sweep.optuna_study import param_importances
     from sweep.report import render
+    from sweep.secrets import resolve
 
     run_dir, state = _state(str(target), tracking_uri)
     spec = load_spec(run_dir / SPEC_FILE)
-    uri, parent_id = state["tracking_uri"], state["parent_run_id"]
-    evidence, run_ids = gather(spec, state["storage"], uri, parent_id)
+    uri = resolve(tracking_uri or state["tracking_uri"], "tracking.uri")
+    parent_id = state["parent_run_id"]
+    evidence, run_ids = gather(spec, resolve(state["storage"], "execution.storage"), uri, parent_id)
     analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")

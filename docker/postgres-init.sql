@@ -1,0 +1,2 @@
+-- the Optuna studies live beside MLflow's tables, in their own database
+CREATE DATABASE optuna OWNER sweep;

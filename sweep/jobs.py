@@ -1,0 +1,246 @@
+"""`sweep submit|status|logs|stop`: a sweep as a Ray job on a cluster, through Ray's Job Submission SDK.
+
+The spec and its data are checked here before anything is sent. The job runs ``python -m sweep run``
+on the cluster with the project as its working dir (without ``runs/``, ``.venv/`` and caches), and
+connects to the cluster it runs on (``execution.address=auto``). Ray's auth token is read where Ray
+keeps it and sent as a request header only: never printed, logged, put in the job or recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from sweep.cluster import Cluster
+from sweep.secrets import mask
+from sweep.spec import SpecError, SweepError, SweepSpec
+
+# never uploaded: results, environments, caches, VCS (Ray's working_dir excludes, gitignore syntax)
+EXCLUDES = [
+    "runs/",
+    ".venv/",
+    "venv/",
+    ".git/",
+    "__pycache__/",
+    "*.pyc",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".hypothesis/",
+    "*.egg-info/",
+    "mlruns/",
+    "mlartifacts/",
+    "docs/",
+]
+JOB_SPECS = ".sweep-jobs"  # the job's resolved spec travels in the upload, then leaves the working dir
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def dashboard_address(address: str | None, runs_dir: str = "runs") -> str:
+    """``--address``, else $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS, else the cluster `make cluster-up`
+    started; as the dashboard's http URL (where the Job Submission API lives)."""
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        local = Cluster.load(runs_dir)
+        if local is None:
+            raise SpecError(
+                [
+                    "--address: no cluster given and none started here; pass --address http://HEAD:8265 "
+                    "(the head's dashboard) or start one: make cluster-up"
+                ]
+            )
+        return local.dashboard
+    if not address.startswith(("http://", "https://")):
+        if address.startswith("ray://") or address in ("auto", "local"):
+            raise SpecError(
+                [f"--address: {address!r} is not the dashboard's address; pass http://HEAD:8265 (the Job API's port)"]
+            )
+        address = f"http://{address}"
+    return address.rstrip("/")
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    from sweep.ray_backend import auth_token
+
+    for name in list(logging.root.manager.loggerDict):  # Ray's notes on packaging and websockets
+        if name.startswith("ray"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    token = auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepError(f"--address: cannot reach Ray's Job API at {address} ({mask(first)[:300]})") from None
+
+
+def _is_local(address: str) -> bool:
+    return (urlparse(address).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _data_paths(spec: SweepSpec) -> list[tuple[str, str]]:
+    data = spec.trial_template().get("data", {})
+    return [(f"trial.data.{k}", str(data[k])) for k in ("path", "val_path", "test_path") if data.get(k)]
+
+
+def _check_uploadable(spec: SweepSpec, working_dir: Path) -> list[str]:
+    """Relative data paths must be inside the uploaded working dir (and not in an excluded folder)."""
+    problems = []
+    root = working_dir.resolve()
+    for field, value in _data_paths(spec):
+        path = Path(value)
+        if path.is_absolute():
+            continue  # the user's promise that every node can read it (shared storage, the image)
+        full = (Path.cwd() / path).resolve()
+        if not full.is_relative_to(root):
+            problems.append(
+                f"{field}: '{value}' is outside the working dir sent to the cluster ({root}); "
+                "copy it into the project, or give an absolute path every node can read"
+            )
+        elif full.relative_to(root).parts and f"{full.relative_to(root).parts[0]}/" in EXCLUDES:
+            problems.append(
+                f"{field}: '{value}' is under {full.relative_to(root).parts[0]}/, which is not sent to the cluster; "
+                "move it, or give an absolute path every node can read"
+            )
+    return problems
+
+
+def job_spec(spec: SweepSpec, address: str) -> tuple[dict[str, Any], list[str]]:
+    """The spec the job runs, and notes for the user. On this machine's cluster the results come back
+    to this runs/ dir; elsewhere a relative runs_dir lives in the job's working dir and goes with it."""
+    data = spec.model_dump(mode="json")
+    data["execution"]["address"] = "auto"  # the cluster the job runs on
+    notes = []
+    runs_dir = Path(spec.execution.runs_dir)
+    if not runs_dir.is_absolute():
+        if _is_local(address):
+            data["execution"]["runs_dir"] = str(runs_dir.resolve())
+        else:
+            notes.append(
+                f"note: execution.runs_dir '{runs_dir}' is relative: on the cluster it is inside the job's working "
+                "dir and is removed with it; set it to shared storage, and tracking.uri to your MLflow server"
+            )
+    return data, notes
+
+
+def submit(
+    spec_path: str,
+    overrides: Sequence[str],
+    address: str | None,
+    *,
+    working_dir: str = ".",
+    echo: Any = print,
+) -> str:
+    """Check the spec and its data here, then submit the sweep; returns the job id."""
+    from sweep.runner import preflight
+    from sweep.spec import load_spec
+
+    spec = load_spec(spec_path, overrides)
+    preflight(spec)  # the data is read and split here: a bad file fails now, not on the cluster
+    root = Path(working_dir)
+    if not root.is_dir():
+        raise SpecError([f"--working-dir: '{working_dir}' is not a directory; pass the project's root"])
+    problems = _check_uploadable(spec, root)
+    if problems:
+        raise SpecError(problems)
+    url = dashboard_address(address, spec.execution.runs_dir)
+    data, notes = job_spec(spec, url)
+    client = _client(url)
+    # what is uploaded is the working dir less EXCLUDES (and a .rayignore): not less .gitignore, which
+    # often names the data folder a sweep needs
+    os.environ.setdefault("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")
+    submission_id = f"sweep-{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    spec_file = root / JOB_SPECS / f"{submission_id}.yaml"
+    spec_file.parent.mkdir(exist_ok=True)
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        job_id = client.submit_job(
+            entrypoint=f"python -m sweep run {JOB_SPECS}/{submission_id}.yaml",
+            submission_id=submission_id,
+            runtime_env={
+                "working_dir": str(root.resolve()),
+                "excludes": EXCLUDES,
+                # `sweep stop` is Ctrl-C for the sweep: its runs end KILLED, and `sweep resume` continues it
+                "env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"},
+            },
+            metadata={"sweep": spec.name, "spec": Path(spec_path).name},
+        )
+    except RuntimeError as exc:
+        raise SweepError(f"submit: the cluster refused the job ({mask(str(exc)).splitlines()[0][:300]})") from None
+    finally:
+        spec_file.unlink(missing_ok=True)  # uploaded with the working dir
+        with contextlib.suppress(OSError):
+            spec_file.parent.rmdir()
+    for line in notes:
+        echo(line)
+    echo(f"submitted sweep '{spec.name}' as Ray job {job_id}")
+    echo(f"  dashboard: {url}/#/jobs/{job_id}")
+    flag = f" --address {url}" if address else ""
+    echo(f"  follow:    sweep logs {job_id} --follow{flag}")
+    echo(f"  status:    sweep status {job_id}{flag}")
+    echo(f"  stop:      sweep stop {job_id}{flag}")
+    return str(job_id)
+
+
+def _info(client: Any, job_id: str) -> Any:
+    try:
+        return client.get_job_info(job_id)
+    except RuntimeError:
+        raise SpecError([f"job: no job '{job_id}' on this cluster; list them in the dashboard's Jobs page"]) from None
+
+
+def status(job_id: str, address: str | None, echo: Any = print, runs_dir: str = "runs") -> str:
+    client = _client(dashboard_address(address, runs_dir))
+    info = _info(client, job_id)
+    state = str(info.status.value if hasattr(info.status, "value") else info.status)
+    echo(f"{job_id}: {state}")
+    if info.start_time:
+        ended = info.end_time / 1000 if info.end_time else time.time()
+        echo(f"  running for {ended - info.start_time / 1000:.0f}s" + (" (ended)" if info.end_time else ""))
+    if info.message:
+        echo(f"  {mask(info.message)}")
+    return state
+
+
+def logs(job_id: str, address: str | None, follow: bool = False, echo: Any = print, runs_dir: str = "runs") -> None:
+    client = _client(dashboard_address(address, runs_dir))
+    _info(client, job_id)
+    if not follow:
+        echo(mask(client.get_job_logs(job_id)).rstrip("\n"))
+        return
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            echo(mask(chunk).rstrip("\n"))
+
+    asyncio.run(tail())
+    echo(f"[job {job_id} ended: {_info(client, job_id).status}]")
+
+
+def stop(job_id: str, address: str | None, echo: Any = print, timeout: float = 60, runs_dir: str = "runs") -> str:
+    """Ask Ray to stop the job (its driver gets SIGINT: the sweep ends its runs as KILLED and can be resumed)."""
+    client = _client(dashboard_address(address, runs_dir))
+    info = _info(client, job_id)
+    if str(info.status) in TERMINAL:
+        echo(f"{job_id}: already {info.status}")
+        return str(info.status)
+    client.stop_job(job_id)
+    deadline = time.time() + timeout
+    state = str(client.get_job_status(job_id))
+    while state not in TERMINAL and time.time() < deadline:
+        time.sleep(1)
+        state = str(client.get_job_status(job_id))
+    echo(f"{job_id}: {state}")
+    return state
