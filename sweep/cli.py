@@ -216,7 +216,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from sweep.jobs import submit
 
-    submit(args.spec, args.overrides, args.address, working_dir=args.working_dir)
+    submit(args.spec, args.overrides, args.address, working_dir=args.working_dir, installed=args.installed)
     return 0
 
 
@@ -310,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         "--address", help="the head's dashboard, http://HEAD:8265 (default: $RAY_ADDRESS or make cluster-up's)"
     )
     p.add_argument("--working-dir", default=".", help="the project directory sent with the job (default: .)")
+    p.add_argument(
+        "--installed",
+        action="store_true",
+        help="run the finetune-sweep installed on the cluster (its image); send only the spec",
+    )
     for name, helptext in (
         ("status", "a submitted sweep's job status"),
         ("logs", "a submitted sweep's output"),

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
@@ -86,8 +87,10 @@ def _client(address: str) -> Any:
         raise SweepError(f"--address: cannot reach Ray's Job API at {address} ({mask(first)[:300]})") from None
 
 
-def _is_local(address: str) -> bool:
-    return (urlparse(address).hostname or "") in ("127.0.0.1", "localhost", "::1")
+def _is_ours(address: str, runs_dir: str) -> bool:
+    """The cluster `sweep cluster up` started on this machine (it shares this filesystem)."""
+    local = Cluster.load(runs_dir)
+    return local is not None and local.dashboard == address
 
 
 def _data_paths(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -95,14 +98,20 @@ def _data_paths(spec: SweepSpec) -> list[tuple[str, str]]:
     return [(f"trial.data.{k}", str(data[k])) for k in ("path", "val_path", "test_path") if data.get(k)]
 
 
-def _check_uploadable(spec: SweepSpec, working_dir: Path) -> list[str]:
+def _check_uploadable(spec: SweepSpec, working_dir: Path | None) -> list[str]:
     """Relative data paths must be inside the uploaded working dir (and not in an excluded folder)."""
     problems = []
-    root = working_dir.resolve()
     for field, value in _data_paths(spec):
         path = Path(value)
         if path.is_absolute():
             continue  # the user's promise that every node can read it (shared storage, the image)
+        if working_dir is None:
+            problems.append(
+                f"{field}: '{value}' is relative, and --installed sends no files; "
+                "give an absolute path the cluster's nodes can read, or submit without --installed"
+            )
+            continue
+        root = working_dir.resolve()
         full = (Path.cwd() / path).resolve()
         if not full.is_relative_to(root):
             problems.append(
@@ -118,14 +127,15 @@ def _check_uploadable(spec: SweepSpec, working_dir: Path) -> list[str]:
 
 
 def job_spec(spec: SweepSpec, address: str) -> tuple[dict[str, Any], list[str]]:
-    """The spec the job runs, and notes for the user. On this machine's cluster the results come back
-    to this runs/ dir; elsewhere a relative runs_dir lives in the job's working dir and goes with it."""
+    """The spec the job runs, and notes for the user. On the cluster `sweep cluster up` started the
+    results come back to this runs/ dir; elsewhere a relative runs_dir lives in the job's working dir
+    and goes with it."""
     data = spec.model_dump(mode="json")
     data["execution"]["address"] = "auto"  # the cluster the job runs on
     notes = []
     runs_dir = Path(spec.execution.runs_dir)
     if not runs_dir.is_absolute():
-        if _is_local(address):
+        if _is_ours(address, spec.execution.runs_dir):
             data["execution"]["runs_dir"] = str(runs_dir.resolve())
         else:
             notes.append(
@@ -141,9 +151,11 @@ def submit(
     address: str | None,
     *,
     working_dir: str = ".",
+    installed: bool = False,
     echo: Any = print,
 ) -> str:
-    """Check the spec and its data here, then submit the sweep; returns the job id."""
+    """Check the spec and its data here, then submit the sweep; returns the job id. ``installed``: run
+    the finetune-sweep installed on the cluster (its image) and send only the spec."""
     from sweep.runner import preflight
     from sweep.spec import load_spec
 
@@ -152,9 +164,11 @@ def submit(
     root = Path(working_dir)
     if not root.is_dir():
         raise SpecError([f"--working-dir: '{working_dir}' is not a directory; pass the project's root"])
-    problems = _check_uploadable(spec, root)
+    problems = _check_uploadable(spec, None if installed else root)
     if problems:
         raise SpecError(problems)
+    if installed:  # the upload holds the job's spec only; `python -m sweep` is the image's package
+        root = Path(tempfile.mkdtemp(prefix="fsweep-job-"))
     url = dashboard_address(address, spec.execution.runs_dir)
     data, notes = job_spec(spec, url)
     client = _client(url)
@@ -183,6 +197,8 @@ def submit(
         spec_file.unlink(missing_ok=True)  # uploaded with the working dir
         with contextlib.suppress(OSError):
             spec_file.parent.rmdir()
+        if installed:
+            shutil.rmtree(root, ignore_errors=True)
     for line in notes:
         echo(line)
     echo(f"submitted sweep '{spec.name}' as Ray job {job_id}")

@@ -169,3 +169,28 @@ def test_bad_submissions_are_one_line_errors_before_anything_is_sent(cluster, tm
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: job: no job 'no-such-job'")
     jobs = sweep("logs", "no-such-job", "--address", dashboard)
     assert jobs.returncode == 2
+
+
+def test_installed_mode_sends_only_the_spec_and_runs_the_clusters_package(cluster, tmp_path):
+    _, dashboard = cluster
+    submitted = sweep(
+        "submit",
+        "search_spaces/demo.yaml",
+        "budget.num_trials=2",
+        "trial.optim.max_steps=10",
+        "trial.eval.eval_every_steps=5",
+        f"execution.runs_dir={tmp_path}",
+        "--installed",
+        "--address",
+        dashboard,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = _job_id(submitted.stdout)
+    follow = sweep("logs", job, "--follow", "--address", dashboard)
+    assert f"[job {job} ended: SUCCEEDED]" in follow.stdout, follow.stdout[-3000:]
+    (run_dir,) = (tmp_path / "demo").iterdir()
+    assert json.loads((run_dir / "sweep.json").read_text())["parent_run_id"]
+    relative = sweep(
+        "submit", "search_spaces/demo.yaml", "trial.data.path=x.csv", "--installed", "--address", dashboard
+    )
+    assert relative.returncode == 2
