@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard optuna-dashboard clean demo-data \
-	submit cluster-up cluster-down lint-docker
+	submit cluster-up cluster-down bench-quick bench-trial
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
@@ -54,7 +54,17 @@ style: setup
 	$(BIN)/ruff check --fix sweep trainers tests benchmarks
 	$(BIN)/ruff format sweep trainers tests benchmarks
 
+# finetune-sweep vs three baselines on ../shared/bench/TASK.md, 3 seeds each, one after another (about
+# 2 hours on 2 cores); writes benchmarks/results/ and README.md's Performance table
 bench: setup
+	$(BIN)/python -m benchmarks.bench --size full --seeds 0 1 2 --readme
+
+# the same harness, CI-sized (a few minutes): says the harness and every method work, not which is faster
+bench-quick: setup
+	$(BIN)/python -m benchmarks.bench --size quick --seeds 0 1 2
+
+# where one trial's and the demo sweep's time and memory go
+bench-trial: setup
 	$(BIN)/python benchmarks/trial_bench.py
 	$(BIN)/python benchmarks/sweep_bench.py
 

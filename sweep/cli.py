@@ -109,6 +109,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     registered = args.run_dir.startswith("models:/")
     run_dir = Path(args.run_dir)
+    record_uri = None
+    if not registered and (run_dir / STATE_FILE).is_file():  # checked before the (slow) evaluation
+        from sweep.secrets import resolve
+
+        record_uri = resolve(
+            args.tracking_uri or json.loads((run_dir / STATE_FILE).read_text())["tracking_uri"], "--tracking-uri"
+        )
     cfg, model_dir = _best(args.run_dir, args.tracking_uri)
     try:
         metrics, rows = evaluate_file(cfg, model_dir, args.file)
@@ -124,13 +131,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     (run_dir / BEST_DIR / f"eval_{stem}.json").write_text(
         json.dumps({"file": str(args.file), "num_rows": rows, **metrics}, indent=1)
     )
-    state = run_dir / STATE_FILE
-    if state.is_file():
-        from sweep.secrets import resolve
+    if record_uri is not None:
         from sweep.tracking import record_evaluation
 
-        info = json.loads(state.read_text())
-        record_evaluation(resolve(info["tracking_uri"], "tracking.uri"), info["parent_run_id"], stem, metrics)
+        info = json.loads((run_dir / STATE_FILE).read_text())
+        record_evaluation(record_uri, info["parent_run_id"], stem, metrics)
         print(f"recorded on the sweep's MLflow run as eval_{stem}_*")
     return 0
 
@@ -163,7 +168,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from sweep.verdict import make_report
 
-    make_report(args.target, tracking_uri=args.tracking_uri)
+    make_report(args.target, tracking_uri=args.tracking_uri, storage=args.storage)
     return 0
 
 
@@ -184,7 +189,7 @@ def _optuna_dashboard(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else _latest_run(args.runs_dir, STATE_FILE)
     if not (run_dir / STATE_FILE).is_file():
         raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
-    storage = resolve(json.loads((run_dir / STATE_FILE).read_text())["storage"], "execution.storage")
+    storage = resolve(args.storage or json.loads((run_dir / STATE_FILE).read_text())["storage"], "--storage")
     print(f"optuna-dashboard for {run_dir} on http://{args.host}:{args.port} (the study is named after the sweep)")
     print("Ctrl-C stops it.", flush=True)
     try:
@@ -288,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="the verdict (accept / redesign), blame and next sweep of a finished sweep")
     p.add_argument("target", help="a run dir (runs/NAME/TIME) or the sweep's MLflow parent run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI or runs/)")
+    p.add_argument("--storage", help="the Optuna storage URL, when the run dir has it masked (a literal password)")
     p = sub.add_parser("evaluate", help="the chosen model's metrics on a labelled file (e.g. a held-out test set)")
     p.add_argument("run_dir", help="a finished sweep's run dir (runs/NAME/TIME), or models:/NAME@ALIAS")
     p.add_argument("file", help="csv / tsv / jsonl / parquet with the spec's columns")
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--storage", help="the Optuna storage URL, when the run dir has it masked (a literal password)")
     p = sub.add_parser("dashboard", help="print the Ray dashboard URL and auth token")
     p.add_argument("--runs-dir", default="runs")
     p = sub.add_parser("submit", help="run a sweep as a Ray job on a cluster (checks spec and data first)")
@@ -360,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception:  # our bug, or a server's error: the whole story, but never a password in it
+        import traceback
+
+        from sweep.secrets import mask
+
+        print(mask(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

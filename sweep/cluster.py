@@ -32,6 +32,7 @@ class Node:
     pid: int  # the `ray start --block` process: its process group holds the node's Ray processes
     log: str
     temp_dir: str  # each node its own: two nodes unpacking a job's working dir into one folder collide
+    start_ticks: int = 0  # the process's start time (/proc): a PID reused after a reboot is not this node
 
 
 @dataclass
@@ -69,6 +70,22 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_node(node: Node) -> bool:
+    """Still the node `up` started: its process, or (once that ended) its process group; Linux does not
+    hand out a PID again while a group holds that number."""
+    start = _start_ticks(node.pid)
+    if start is None:
+        return bool(group_members(node.pid))
+    return not node.start_ticks or start == node.start_ticks
 
 
 def group_members(pgid: int) -> list[int]:
@@ -113,7 +130,7 @@ def _ray_start(args: list[str], name: str, home: Path) -> Node:
             start_new_session=True,  # its own process group: `down` ends exactly this node
         )
     (home / f"{name}.pid").write_text(str(proc.pid))
-    return Node(name, proc.pid, str(log), temp_dir)
+    return Node(name, proc.pid, str(log), temp_dir, _start_ticks(proc.pid) or 0)
 
 
 def _node_args(cpus: float, gpus: float, memory_gb: float) -> list[str]:
@@ -177,7 +194,7 @@ def up(
     """Start a head and ``workers`` worker nodes; returns when all of them are alive."""
     home = Path(runs_dir) / CLUSTER_DIR
     running = Cluster.load(runs_dir)
-    if running is not None and any(_alive(n.pid) for n in running.nodes):
+    if running is not None and any(_alive(n.pid) and _is_node(n) for n in running.nodes):
         raise SweepError(
             f"cluster: one is already running from {home} (dashboard {running.dashboard}); "
             "stop it first: make cluster-down"
@@ -220,8 +237,10 @@ def up(
 
 def _stop(node: Node, grace: float) -> None:
     """SIGTERM to `ray start --block` (it ends its node's processes), then whatever is left of its group."""
+    if not _is_node(node):  # gone (and its group too), or the PID is someone else's now: nothing to stop
+        return
     if _alive(node.pid):
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(node.pid, signal.SIGTERM)
         deadline = time.time() + grace
         while _alive(node.pid) and time.time() < deadline:
@@ -245,7 +264,7 @@ def down(runs_dir: str | Path = "runs", grace: float = 20) -> list[str]:
         return []
     stopped = []
     for node in [n for n in cluster.nodes if n.name != "head"] + [n for n in cluster.nodes if n.name == "head"]:
-        if _alive(node.pid):
+        if _alive(node.pid) and _is_node(node):
             stopped.append(node.name)
         _stop(node, grace)
     home = Path(runs_dir) / CLUSTER_DIR

@@ -53,7 +53,7 @@ def data_facts(spec: SweepSpec) -> DataFacts:
 
 def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evidence, dict[int, str]]:
     """The sweep's evidence, and each trial number's MLflow run id."""
-    from sweep.optuna_study import study_trials
+    from sweep.optuna_study import is_shared, study_trials
     from sweep.tracking import trial_curves
 
     metric = spec.objective.metric
@@ -62,7 +62,7 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
     curves = trial_curves(uri, parent_id, ["train_loss", "val_loss"])
     fixed = fixed_params(spec)
     trials = []
-    for t in study_trials(storage, spec.name, owner=parent_id):
+    for t in study_trials(storage, spec.name, owner=parent_id, shared=is_shared(spec.execution.storage)):
         recorded: dict[str, Any] = curves.get(t["number"], {})
         finals = recorded.get("metrics", {})
         histories = recorded.get("histories", {})

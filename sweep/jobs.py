@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,30 @@ EXCLUDES = [
     "*.egg-info/",
     "mlruns/",
     "mlartifacts/",
+    "mlflow.db",
     "docs/",
+    "build/",
+    "dist/",
+    ".dev/",
+    ".whl/",
+    # secrets: .gitignore is not applied (see submit), so the usual places for them are named here
+    ".env",
+    "*.env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    ".netrc",
+    ".pgpass",
 ]
 JOB_SPECS = ".sweep-jobs"  # the job's resolved spec travels in the upload, then leaves the working dir
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+STOP_WAIT_S = 60  # after `sweep stop`, the sweep has this long to close its record before Ray kills it
 
 
-def dashboard_address(address: str | None, runs_dir: str = "runs") -> str:
+CLUSTER_RUNS = "runs"  # where `sweep cluster up` (make cluster-up) keeps the local cluster's state
+
+
+def dashboard_address(address: str | None, runs_dir: str = CLUSTER_RUNS) -> str:
     """``--address``, else $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS, else the cluster `make cluster-up`
     started; as the dashboard's http URL (where the Job Submission API lives)."""
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
@@ -70,6 +88,25 @@ def dashboard_address(address: str | None, runs_dir: str = "runs") -> str:
     return address.rstrip("/")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return mask(text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+@contextlib.contextmanager
+def _talking_to(address: str, what: str) -> Iterator[None]:
+    """Whatever the Job API, the network or the token say goes back as one line naming the address."""
+    try:
+        yield
+    except SweepError:
+        raise
+    except Exception as exc:  # RuntimeError (HTTP status), AuthenticationError, requests/aiohttp errors
+        hint = ""
+        if "auth" in type(exc).__name__.lower() or "401" in str(exc) or "403" in str(exc):
+            hint = "; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
+        raise SweepError(f"--address: {what} at {address} failed ({_first_line(exc)}){hint}") from None
+
+
 def _client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
@@ -82,15 +119,26 @@ def _client(address: str) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SweepError(f"--address: cannot reach Ray's Job API at {address} ({mask(first)[:300]})") from None
+    except Exception as exc:
+        raise SweepError(f"--address: cannot reach Ray's Job API at {address} ({_first_line(exc)})") from None
 
 
-def _is_ours(address: str, runs_dir: str) -> bool:
+def _is_ours(address: str) -> bool:
     """The cluster `sweep cluster up` started on this machine (it shares this filesystem)."""
-    local = Cluster.load(runs_dir)
+    local = Cluster.load(CLUSTER_RUNS)
     return local is not None and local.dashboard == address
+
+
+def _literal_passwords(spec: SweepSpec) -> list[str]:
+    """A password written into a URL would travel with the job (its spec is in the upload)."""
+    found = []
+    for field, url in (("execution.storage", spec.execution.storage), ("tracking.uri", spec.tracking.uri)):
+        if url and mask(url) != url:
+            found.append(
+                f"{field}: the URL holds a password, which would travel with the job; write it as ${{ENV_VAR}} "
+                "(e.g. postgresql+psycopg://sweep:${PGPASSWORD}@db/optuna) and set that variable on the cluster's nodes"
+            )
+    return found
 
 
 def _data_paths(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -105,6 +153,12 @@ def _check_uploadable(spec: SweepSpec, working_dir: Path | None) -> list[str]:
         path = Path(value)
         if path.is_absolute():
             continue  # the user's promise that every node can read it (shared storage, the image)
+        if working_dir is not None and working_dir.resolve() != Path.cwd().resolve():
+            problems.append(
+                f"{field}: '{value}' is relative: read from here ({Path.cwd()}) now, but from the working dir "
+                f"({working_dir}) on the cluster; run sweep submit from {working_dir}"
+            )
+            continue
         if working_dir is None:
             problems.append(
                 f"{field}: '{value}' is relative, and --installed sends no files; "
@@ -135,7 +189,7 @@ def job_spec(spec: SweepSpec, address: str) -> tuple[dict[str, Any], list[str]]:
     notes = []
     runs_dir = Path(spec.execution.runs_dir)
     if not runs_dir.is_absolute():
-        if _is_ours(address, spec.execution.runs_dir):
+        if _is_ours(address):
             data["execution"]["runs_dir"] = str(runs_dir.resolve())
         else:
             notes.append(
@@ -164,35 +218,34 @@ def submit(
     root = Path(working_dir)
     if not root.is_dir():
         raise SpecError([f"--working-dir: '{working_dir}' is not a directory; pass the project's root"])
-    problems = _check_uploadable(spec, None if installed else root)
+    problems = _literal_passwords(spec) + _check_uploadable(spec, None if installed else root)
     if problems:
         raise SpecError(problems)
     if installed:  # the upload holds the job's spec only; `python -m sweep` is the image's package
         root = Path(tempfile.mkdtemp(prefix="fsweep-job-"))
-    url = dashboard_address(address, spec.execution.runs_dir)
+    url = dashboard_address(address)
     data, notes = job_spec(spec, url)
     client = _client(url)
     # what is uploaded is the working dir less EXCLUDES (and a .rayignore): not less .gitignore, which
     # often names the data folder a sweep needs
     os.environ.setdefault("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")
-    submission_id = f"sweep-{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    submission_id = f"sweep-{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     spec_file = root / JOB_SPECS / f"{submission_id}.yaml"
     spec_file.parent.mkdir(exist_ok=True)
     spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        job_id = client.submit_job(
-            entrypoint=f"python -m sweep run {JOB_SPECS}/{submission_id}.yaml",
-            submission_id=submission_id,
-            runtime_env={
-                "working_dir": str(root.resolve()),
-                "excludes": EXCLUDES,
-                # `sweep stop` is Ctrl-C for the sweep: its runs end KILLED, and `sweep resume` continues it
-                "env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"},
-            },
-            metadata={"sweep": spec.name, "spec": Path(spec_path).name},
-        )
-    except RuntimeError as exc:
-        raise SweepError(f"submit: the cluster refused the job ({mask(str(exc)).splitlines()[0][:300]})") from None
+        with _talking_to(url, "submitting the job"):
+            job_id = client.submit_job(
+                entrypoint=f"python -m sweep run {JOB_SPECS}/{submission_id}.yaml",
+                submission_id=submission_id,
+                runtime_env={
+                    "working_dir": str(root.resolve()),
+                    "excludes": EXCLUDES,
+                    # `sweep stop` is Ctrl-C for the sweep: its runs end KILLED and it can be resumed
+                    "env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)},
+                },
+                metadata={"sweep": spec.name, "spec": Path(spec_path).name},
+            )
     finally:
         spec_file.unlink(missing_ok=True)  # uploaded with the working dir
         with contextlib.suppress(OSError):
@@ -210,16 +263,23 @@ def submit(
     return str(job_id)
 
 
-def _info(client: Any, job_id: str) -> Any:
+def _info(client: Any, job_id: str, address: str) -> Any:
     try:
         return client.get_job_info(job_id)
-    except RuntimeError:
-        raise SpecError([f"job: no job '{job_id}' on this cluster; list them in the dashboard's Jobs page"]) from None
+    except RuntimeError as exc:
+        if "404" in str(exc) or "does not exist" in str(exc):
+            raise SpecError(
+                [f"job: no job '{job_id}' on this cluster; list them in the dashboard's Jobs page"]
+            ) from None
+        raise SweepError(f"--address: asking {address} for job '{job_id}' failed ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise SweepError(f"--address: asking {address} for job '{job_id}' failed ({_first_line(exc)})") from None
 
 
-def status(job_id: str, address: str | None, echo: Any = print, runs_dir: str = "runs") -> str:
-    client = _client(dashboard_address(address, runs_dir))
-    info = _info(client, job_id)
+def status(job_id: str, address: str | None, echo: Any = print) -> str:
+    url = dashboard_address(address)
+    client = _client(url)
+    info = _info(client, job_id, url)
     state = str(info.status.value if hasattr(info.status, "value") else info.status)
     echo(f"{job_id}: {state}")
     if info.start_time:
@@ -230,33 +290,38 @@ def status(job_id: str, address: str | None, echo: Any = print, runs_dir: str = 
     return state
 
 
-def logs(job_id: str, address: str | None, follow: bool = False, echo: Any = print, runs_dir: str = "runs") -> None:
-    client = _client(dashboard_address(address, runs_dir))
-    _info(client, job_id)
-    if not follow:
-        echo(mask(client.get_job_logs(job_id)).rstrip("\n"))
-        return
+def logs(job_id: str, address: str | None, follow: bool = False, echo: Any = print) -> None:
+    url = dashboard_address(address)
+    client = _client(url)
+    _info(client, job_id, url)
+    with _talking_to(url, "reading the job's output"):
+        if not follow:
+            echo(mask(client.get_job_logs(job_id)).rstrip("\n"))
+            return
 
-    async def tail() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            echo(mask(chunk).rstrip("\n"))
+        async def tail() -> None:
+            async for chunk in client.tail_job_logs(job_id):
+                echo(mask(chunk).rstrip("\n"))
 
-    asyncio.run(tail())
-    echo(f"[job {job_id} ended: {_info(client, job_id).status}]")
+        asyncio.run(tail())
+    echo(f"[job {job_id} ended: {_info(client, job_id, url).status}]")
 
 
-def stop(job_id: str, address: str | None, echo: Any = print, timeout: float = 60, runs_dir: str = "runs") -> str:
-    """Ask Ray to stop the job (its driver gets SIGINT: the sweep ends its runs as KILLED and can be resumed)."""
-    client = _client(dashboard_address(address, runs_dir))
-    info = _info(client, job_id)
+def stop(job_id: str, address: str | None, echo: Any = print, timeout: float = STOP_WAIT_S + 30) -> str:
+    """Ask Ray to stop the job: its driver gets SIGINT, so the sweep ends its runs KILLED and can be
+    resumed; Ray kills it after STOP_WAIT_S if it has not ended by then."""
+    url = dashboard_address(address)
+    client = _client(url)
+    info = _info(client, job_id, url)
     if str(info.status) in TERMINAL:
         echo(f"{job_id}: already {info.status}")
         return str(info.status)
-    client.stop_job(job_id)
-    deadline = time.time() + timeout
-    state = str(client.get_job_status(job_id))
-    while state not in TERMINAL and time.time() < deadline:
-        time.sleep(1)
+    with _talking_to(url, "stopping the job"):
+        client.stop_job(job_id)
+        deadline = time.time() + timeout
         state = str(client.get_job_status(job_id))
+        while state not in TERMINAL and time.time() < deadline:
+            time.sleep(1)
+            state = str(client.get_job_status(job_id))
     echo(f"{job_id}: {state}")
     return state

@@ -3,9 +3,9 @@ ask/tell bookkeeping between Ray trial ids and Optuna trials."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,11 +29,18 @@ RETRY_OF_ATTR = "rerun_of"  # a killed trial's configuration, queued again on re
 OWNER_ATTR = "sweep_run"  # the MLflow parent run of the sweep that asked the trial (a study may be shared)
 
 
-def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int, *, shared: bool = False) -> optuna.Study:
+def is_shared(storage: str | None) -> bool:
+    """A study other sweeps may use at the same time: one on a database server the user named."""
+    return bool(storage) and not str(storage).startswith(("sqlite:", "journal:"))
+
+
+def open_study(
+    spec: SweepSpec, storage: str, study_name: str, last_step: int, *, owner: str | None = None
+) -> optuna.Study:
     """Create (or re-open, for resume) the sweep's study; ``last_step`` is the largest step a trial reports.
 
-    ``shared``: the storage is the user's (``execution.storage``), so other sweeps may ask the same study
-    at the same time; each draws from its own seed then, or their first random draws would be equal.
+    ``owner`` (the sweep's MLflow parent run, given when the study is shared): other sweeps may ask the
+    same study at the same time, so each draws from a seed of its own, or their first draws would be equal.
     """
     study = optuna.create_study(
         study_name=study_name,
@@ -47,7 +54,7 @@ def open_study(spec: SweepSpec, storage: str, study_name: str, last_step: int, *
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([spec.objective.metric])
     done = len(study.get_trials(deepcopy=False))
-    offset = done + ((os.getpid() % 65536) << 8 if shared else 0)
+    offset = done + (int(hashlib.sha1(owner.encode()).hexdigest()[:5], 16) if owner else 0)
     if offset:  # resume: a sampler seeded as at the start would replay its first draws (tried configurations)
         study.sampler = build_sampler(spec.sampler, spec.space, seed_offset=offset)
     return study
@@ -106,10 +113,13 @@ class StudyBridge:
     Used in the driver by the searcher (ask), the pruning scheduler (report) and the observer (tell).
     """
 
-    def __init__(self, study: optuna.Study, space: Mapping[str, Param], owner: str | None = None) -> None:
+    def __init__(
+        self, study: optuna.Study, space: Mapping[str, Param], owner: str | None = None, shared: bool = False
+    ) -> None:
         self.study = study
         self.space = space
         self.owner = owner
+        self.shared = shared
         self._trials: dict[str, optuna.Trial] = {}
         self._params: dict[str, dict[str, Any]] = {}
         self._pruned: set[str] = set()
@@ -120,8 +130,13 @@ class StudyBridge:
         self._queue_killed()
 
     def _ours(self, t: optuna.trial.FrozenTrial) -> bool:
-        """Asked by this sweep (a study made before owners were recorded: all of it)."""
-        return self.owner is None or t.user_attrs.get(OWNER_ATTR, self.owner) == self.owner
+        """Asked by this sweep. In a shared study only a trial marked with our owner is ours (one another
+        sweep has just asked is not marked yet); in the sweep's own study an unmarked one is (made before
+        owners were recorded)."""
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if self.owner is None:
+            return True
+        return owner == self.owner if self.shared else owner in (None, self.owner)
 
     def _queue_killed(self) -> None:
         """Resume is exact: each configuration a killed trial was running runs again, once."""
@@ -130,7 +145,8 @@ class StudyBridge:
         for t in trials:
             killed = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.KILLED.value
             if killed and t.number not in queued and t.params:
-                self.study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF_ATTR: t.number})
+                attrs = {RETRY_OF_ATTR: t.number, **({OWNER_ATTR: self.owner} if self.owner else {})}
+                self.study.enqueue_trial(dict(t.params), user_attrs=attrs)
 
     def exhausted(self) -> bool:
         """True when a grid has no unasked point left (other samplers never run out)."""
@@ -227,7 +243,7 @@ class StudyBridge:
             return dict(sampled)
 
     def counts(self) -> dict[str, int]:
-        states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False)]
+        states = [t.state.name.lower() for t in self.study.get_trials(deepcopy=False) if self._ours(t)]
         return {s: states.count(s) for s in sorted(set(states))}
 
 
@@ -254,13 +270,14 @@ def serve_dashboard(storage: str, host: str, port: int) -> None:
     run_server(_storage(storage), host=host, port=port)
 
 
-def study_trials(storage: str, study_name: str, owner: str | None = None) -> list[dict[str, Any]]:
-    """Every trial of a stored study (of one sweep, ``owner``, if the study is shared) as plain data:
-    number, status, params, the objective per step."""
+def study_trials(storage: str, study_name: str, owner: str | None = None, shared: bool = False) -> list[dict[str, Any]]:
+    """Every trial of a stored study that sweep ``owner`` asked, as plain data: number, status, params,
+    the objective per step. (In a study of one sweep's own, an unmarked trial predates owners: its.)"""
     study = optuna.load_study(study_name=study_name, storage=_storage(storage))
     out = []
     for t in study.get_trials(deepcopy=False):
-        if not t.state.is_finished() or (owner is not None and t.user_attrs.get(OWNER_ATTR, owner) != owner):
+        marked = t.user_attrs.get(OWNER_ATTR, None if shared else owner)
+        if not t.state.is_finished() or (owner is not None and marked != owner):
             continue
         default = TrialStatus.COMPLETED if t.state == TrialState.COMPLETE else TrialStatus.FAILED
         out.append(

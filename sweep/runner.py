@@ -51,6 +51,7 @@ class SweepResult:
     stop_reason: str = ""  # why fewer trials than the budget ran ("" when the budget was used)
     test_metrics: dict[str, float] = field(default_factory=dict)  # the chosen model on the held-out test part
     compare_path: str = ""  # the MLflow UI page comparing the trials (after http://HOST:PORT)
+    search_s: float = 0.0  # start -> the last trial ended (wall_s also counts closing the record, the test)
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,11 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
     recorder = _open_record(spec, run_dir, resume_dir is not None, stored_storage, plan.fingerprints)
-    study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, shared=bool(spec.execution.storage))
     # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
-    bridge = optuna_study.StudyBridge(study, spec.space, owner=recorder.parent_id)
+    shared = optuna_study.is_shared(spec.execution.storage)
+    owner = recorder.parent_id
+    study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
+    bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared)
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
     for prior in bridge.prior_trials():  # resume: what the interrupted run already did
@@ -207,9 +210,10 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         crashed = True  # our bug or Ray's: the record says FAILED, the traceback goes to the user
         raise
     finally:
-        wall = time.time() - started
+        searched = time.time() - started
         stop_reason = "" if interrupted or crashed else _stop_reason(spec, book, bridge.exhausted())
-        test_metrics = _close_record(spec, book, models, recorder, run_dir, wall, interrupted, crashed, stop_reason)
+        test_metrics = _close_record(spec, book, models, recorder, run_dir, searched, interrupted, crashed, stop_reason)
+        wall = time.time() - started
         if interrupted:
             echo(f"interrupted: runs ended as KILLED. Resume with: sweep resume {run_dir}")
     assert recorder.parent_id is not None
@@ -222,7 +226,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         except Exception as exc:  # the sweep is recorded either way; the verdict can be asked for again
             logging.getLogger(__name__).debug("verdict failed", exc_info=True)
             echo(
-                f"error: the verdict could not be written ({type(exc).__name__}: {exc}); retry: sweep report {run_dir}"
+                f"error: the verdict could not be written ({type(exc).__name__}: {secrets.mask(str(exc))}); "
+                f"retry: sweep report {run_dir}"
             )
     return SweepResult(
         run_dir,
@@ -239,6 +244,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
         stop_reason,
         test_metrics,
         getattr(recorder, "compare_path", ""),
+        searched,
     )
 
 

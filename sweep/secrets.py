@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import quote
 
 from sweep.spec import SweepError
 
@@ -18,7 +19,9 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # scheme://user:PASSWORD@host  and  ?password=PASSWORD
 _USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?=@)", re.IGNORECASE)
 _QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|token|secret)=)(?P<secret>[^&\s]+)", re.IGNORECASE)
+_QUERY_KEY = re.compile(r"[?&](?:password|passwd|pwd|token|secret)=$", re.IGNORECASE)
 _known: dict[str, str] = {}  # masked URL -> the URL it stands for, for this process only
+_raw: set[str] = set()  # values of ${ENV_VAR}s expanded into URLs (masked wherever they appear)
 
 
 class SecretError(SweepError):
@@ -38,7 +41,7 @@ def mask(text: str) -> str:
         return match.group(0) if _ENV.fullmatch(secret) or secret == MASK else match.group("head") + MASK
 
     out = _QUERY.sub(hide, _USERINFO.sub(hide, text))
-    for real in {s for url in _known.values() for s in _secrets_in(url)}:
+    for real in {s for url in _known.values() for s in _secrets_in(url)} | _raw:
         if len(real) >= 4:  # a 1-3 character "password" would mask innocent text
             out = out.replace(real, MASK)
     return out
@@ -54,13 +57,19 @@ def resolve(url: str, field: str) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise SecretError(f"{field}: {match.group(0)} is not set in the environment; export {name}=... and retry")
-        return os.environ[name]
+        value = os.environ[name]
+        _raw.add(value)
+        # inside the URL's user:password@ or ?password= a '/', '#', '@' or '%' must be percent-encoded
+        before = url[: match.start()]
+        in_userinfo = "://" in before and "@" not in before.split("://", 1)[1] and "@" in url[match.end() :]
+        return quote(value, safe="") if in_userinfo or _QUERY_KEY.search(before) else value
 
     real = _ENV.sub(env, url)
     if MASK in _secrets_in(real):
         raise SecretError(
-            f"{field}: the password of {url!r} was not stored; pass {field}=URL again, "
-            "or write the password as ${ENV_VAR} in the spec so it never needs storing"
+            f"{field}: the password of {url!r} was not stored; pass the URL again ({field} URL, or "
+            "execution.storage=URL / tracking.uri=URL to sweep resume), or write the password as ${ENV_VAR} "
+            "in the spec so it never needs storing"
         )
     _known[mask(real)] = real
     _known[url] = real

@@ -159,7 +159,9 @@ def _state(target: str, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]
     return run_dir, json.loads((run_dir / STATE_FILE).read_text())
 
 
-def make_report(target: str | Path, *, tracking_uri: str | None = None, echo: Echo = print) -> Report:
+def make_report(
+    target: str | Path, *, tracking_uri: str | None = None, storage: str | None = None, echo: Echo = print
+) -> Report:
     """Gather the evidence, analyze it, judge, register (accept), write and record the report."""
     from sweep import tracking
     from sweep.evidence import gather
@@ -169,9 +171,9 @@ def make_report(target: str | Path, *, tracking_uri: str | None = None, echo: Ec
 
     run_dir, state = _state(str(target), tracking_uri)
     spec = load_spec(run_dir / SPEC_FILE)
-    uri = resolve(tracking_uri or state["tracking_uri"], "tracking.uri")
+    uri = resolve(tracking_uri or state["tracking_uri"], "--tracking-uri")
     parent_id = state["parent_run_id"]
-    evidence, run_ids = gather(spec, resolve(state["storage"], "execution.storage"), uri, parent_id)
+    evidence, run_ids = gather(spec, resolve(storage or state["storage"], "--storage"), uri, parent_id)
     analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")

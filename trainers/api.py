@@ -81,6 +81,8 @@ class Timings(_Record):
     tokenize_s: float = 0.0
     train_s: float = 0.0
     eval_s: float = 0.0
+    started_at: float = 0.0  # epoch seconds: the trial began
+    first_step_at: float = 0.0  # epoch seconds: its first optimizer step was done
 
 
 class FoldOutcome(_Record):

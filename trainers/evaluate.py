@@ -74,7 +74,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     return hits / len(references)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _row_outputs(
     model: torch.nn.Module,
     enc: Encoded,
@@ -84,17 +84,21 @@ def _row_outputs(
     batch_size: int,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs for ``rows`` (fp32, on the CPU) and each row's target, in batches."""
+    """The model's outputs for ``rows`` (fp32, on the CPU) and each row's target, in batches, in the
+    order of ``rows``. Batches are cut from the rows sorted by length, so little of each is padding."""
     model.eval()
+    rows = np.asarray(rows)
+    order = np.argsort([len(enc.input_ids[i]) for i in rows], kind="stable")
     outputs, targets = [], []
-    for chunk in _chunks(rows, batch_size):
+    for chunk in _chunks(rows[order], batch_size):
         batch = batch_row_targets(enc, chunk, tokenizer, device, dtype)
         with autocast(device):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         outputs.append(out.float().cpu())
         targets.append(batch["labels"].cpu())
     model.train()
-    return torch.cat(outputs), torch.cat(targets)
+    back = torch.as_tensor(np.argsort(order, kind="stable"))
+    return torch.cat(outputs)[back], torch.cat(targets)[back]
 
 
 def evaluate_classification(

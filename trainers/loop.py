@@ -76,7 +76,7 @@ def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
 
 def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
     """Split, train, validate. Raises ConfigError on bad input before training starts."""
-    timings = Timings()
+    timings = Timings(started_at=time.time())
     prep = prepare(cfg, timings)
     if prep.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(prep.device)
@@ -177,6 +177,7 @@ def _fit_one(
         out.num_steps = step
         window.append(step_loss)
         timings.train_s += time.perf_counter() - t_train
+        timings.first_step_at = timings.first_step_at or time.time()
         if step % cfg.eval.eval_every_steps and step != total:
             continue
         t_eval = time.perf_counter()

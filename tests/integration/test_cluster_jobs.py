@@ -115,7 +115,7 @@ def test_demo_sweep_as_a_job_runs_on_both_nodes_and_is_recorded(cluster, tmp_pat
     assert token not in recorded
 
 
-def test_a_stopped_job_ends_its_runs_killed_and_can_be_resumed(cluster, tmp_path):
+def test_a_stopped_job_ends_its_runs_killed_and_says_how_to_resume(cluster, tmp_path):
     _, dashboard = cluster
     submitted = sweep(
         "submit",
@@ -190,7 +190,15 @@ def test_installed_mode_sends_only_the_spec_and_runs_the_clusters_package(cluste
     assert f"[job {job} ended: SUCCEEDED]" in follow.stdout, follow.stdout[-3000:]
     (run_dir,) = (tmp_path / "demo").iterdir()
     assert json.loads((run_dir / "sweep.json").read_text())["parent_run_id"]
-    relative = sweep(
-        "submit", "search_spaces/demo.yaml", "trial.data.path=x.csv", "--installed", "--address", dashboard
-    )
+    data = ROOT / "fsweep-test-data.csv"  # exists here, relative: --installed would not send it
+    data.write_text("text,label\n" + "".join(f"row {i} {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(40)))
+    try:
+        relative = sweep(
+            "submit", "search_spaces/demo.yaml", f"trial.data.path={data.name}", "--installed", "--address", dashboard
+        )
+    finally:
+        data.unlink()
     assert relative.returncode == 2
+    assert relative.stderr.startswith(
+        f"error: trial.data.path: '{data.name}' is relative, and --installed sends no files"
+    )

@@ -14,6 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from sweep.evidence import gather
+from sweep.spec import validate_spec
 from tests.integration.servers import can_run_postgres, mlflow_server, postgres
 
 pytestmark = [
@@ -128,8 +130,17 @@ def test_two_sweeps_share_one_server_and_one_study_without_lost_duplicated_or_le
     }
     assert stored["a"].data.tags["sweep.storage"] == pg.url("optuna", "***")
     assert stored["b"].data.tags["sweep.storage"] == pg.url("optuna", "${FSWEEP_PG_PASSWORD}")
-    for r in sweeps:  # each sweep judged its own trials only
+    for r in sweeps:  # each sweep judged its own trials only: the verdict's evidence holds exactly them
         assert r.data.metrics["num_trials"] == TRIALS, r.data.metrics
+    for who, d in dir_of.items():
+        parent = stored[who].info.run_id
+        spec = validate_spec({**specs[who], "execution": {**specs[who]["execution"], "storage": pg.url("optuna")}})
+        evidence, _ = gather(spec, pg.url("optuna"), server.url, parent)
+        assert sorted(t.number for t in evidence.trials) == sorted(
+            t.number for t in trials if t.user_attrs["sweep_run"] == parent
+        )
+        best = json.loads((d / "report" / "blame.json").read_text())["best_trial"]
+        assert best in {t.number for t in trials if t.user_attrs["sweep_run"] == parent}
 
     # sweep B's record names its passwords by reference, so another process can report it again;
     # sweep A's were never stored, so a later report asks for them in one line

@@ -252,3 +252,34 @@ def test_a_finite_space_never_repeats_a_configuration_until_all_were_tried(tmp_p
     assert len(keys) == 6  # all six configurations, none twice
     assert all(p["adaptation.alpha"] == 8 * p["model.num_layers"] for p in seen)
     assert again.ask("7")  # exhausted: a repeat is all there is, and it is allowed
+
+
+def test_a_shared_study_keeps_each_sweeps_trials_its_own():
+    spec = _spec(objective={"metric": "val_accuracy", "direction": "maximize"})
+    study = optuna.create_study(direction="maximize", sampler=spec.sampler.build(spec.space))
+    a = StudyBridge(study, spec.space, owner="run-a", shared=True)
+    a.ask("a1")
+    a.ask("a2")
+    a.tell("a1", TrialStatus.COMPLETED, 0.7)
+    study.ask()  # another sweep's trial, asked a moment ago: running, not marked yet
+    # sweep B starts (or resumes) on the same study: it kills nothing running, adopts nothing finished
+    b = StudyBridge(study, spec.space, owner="run-b", shared=True)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.RUNNING]
+    assert b.prior_trials() == [] and b.counts() == {}
+    b.ask("b1")
+    assert study.trials[-1].user_attrs["sweep_run"] == "run-b"
+    # sweep A resumes after a crash: its own running trial is killed and queued again, as its own
+    a2 = StudyBridge(study, spec.space, owner="run-a", shared=True)
+    assert study.trials[1].user_attrs["status"] == "killed"
+    assert [p.number for p in a2.prior_trials()] == [0, 1]
+    assert study.trials[2].state == TrialState.RUNNING and study.trials[3].state == TrialState.RUNNING
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [(t.user_attrs["rerun_of"], t.user_attrs["sweep_run"]) for t in waiting] == [(1, "run-a")]
+
+
+def test_in_a_sweeps_own_study_unmarked_trials_predate_owners_and_are_its():
+    spec = _spec(objective={"metric": "val_accuracy", "direction": "maximize"})
+    study = optuna.create_study(direction="maximize", sampler=spec.sampler.build(spec.space))
+    StudyBridge(study, spec.space).ask("old")  # a study written before owners were recorded
+    resumed = StudyBridge(study, spec.space, owner="run-a", shared=False)
+    assert [p.status for p in resumed.prior_trials()] == [TrialStatus.KILLED]

@@ -77,3 +77,31 @@ def test_resume_of_a_run_dir_whose_password_was_not_stored_is_one_line(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: execution.storage: the password of 'postgresql://u:***@db/o' was not stored")
     assert err.count("\n") == 1
+
+
+def test_env_passwords_with_url_characters_are_encoded_and_still_masked(monkeypatch):
+    monkeypatch.setenv("FSWEEP_T_ODD", "ab/c#d@e%f")
+    real = secrets.resolve("postgresql://u:${FSWEEP_T_ODD}@db:5432/x", "execution.storage")
+    assert real == "postgresql://u:ab%2Fc%23d%40e%25f@db:5432/x"
+    assert secrets.mask(real) == "postgresql://u:***@db:5432/x"
+    assert secrets.mask("could not connect with ab/c#d@e%f") == "could not connect with ***"
+    # outside the password the value is used as it is
+    monkeypatch.setenv("FSWEEP_T_HOST", "db.internal")
+    assert secrets.resolve("postgresql://u@${FSWEEP_T_HOST}/x", "execution.storage") == "postgresql://u@db.internal/x"
+
+
+def test_an_unreachable_tracking_server_does_not_print_its_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ntrial: {model: {name_or_path: tiny-bert}, data: {max_rows: 40}}\n"
+        "space: {seed: {type: int, low: 0, high: 3}}\n"
+        f"execution: {{runs_dir: '{tmp_path / 'runs'}'}}\n"
+        "tracking: {uri: 'http://alice:Unreachable-Pw-77@127.0.0.1:9'}\n"
+    )
+    code = main(["run", str(spec)])
+    err = capsys.readouterr()
+    assert code == 1
+    assert "Unreachable-Pw-77" not in err.out + err.err
+    assert "alice:***@127.0.0.1:9" in err.err  # the traceback is there, masked

@@ -104,3 +104,26 @@ def test_regression_metrics_match_hand_values():
     sd_t = math.sqrt((16 / 9 + 4 / 9 + 4 / 9) / 3)
     assert got["val_pearson"] == pytest.approx(cov / (sd_p * sd_t))
     assert regression_metrics(np.array([2.0, 2.0]), np.array([1.0, 3.0]))["val_pearson"] == 0.0
+
+
+class FirstTokenAndLength(torch.nn.Module):
+    """Logits that identify the row: (first token id, number of unmasked tokens)."""
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.bool()
+        first = torch.stack([ids[m][0] for ids, m in zip(input_ids, mask, strict=True)]).float()
+        return type("Out", (), {"logits": torch.stack([first, mask.sum(1).float()], 1)})()
+
+
+def test_eval_batches_are_cut_by_length_but_outputs_keep_the_rows_order():
+    from trainers.evaluate import _row_outputs
+
+    tok = models.load_tokenizer("tiny-bert")
+    lengths = [7, 2, 9, 3, 3, 12, 1, 5]
+    ids = [[100 + i] + [5] * (n - 1) for i, n in enumerate(lengths)]
+    enc = Encoded(input_ids=ids, labels=np.arange(len(ids)))
+    rows = np.array([5, 0, 7, 2, 1, 6, 3])  # any order, a subset
+    out, target = _row_outputs(FirstTokenAndLength(), enc, rows, tok, torch.device("cpu"), 3, torch.long)
+    assert out[:, 0].tolist() == [100 + r for r in rows]
+    assert out[:, 1].tolist() == [lengths[r] for r in rows]
+    assert target.tolist() == rows.tolist()

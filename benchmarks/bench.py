@@ -1,0 +1,268 @@
+"""`make bench` / `make bench-quick`: finetune-sweep and three baselines on the benchmark task
+(../shared/bench/TASK.md), each with several seeds, one after another in one run on this machine.
+
+Each (method, seed) runs in a fresh process (`benchmarks/methods.py`); this process samples that
+process tree every 0.5 s (summed RSS; CPU time, kept for processes that have ended) and the machine's
+busy CPU (/proc/stat), and reads the sweep clock (t0, t_end) the method wrote. Reported per method:
+median and range over seeds. Only ratios within one run mean anything: machines here differ by 1.6x
+from day to day. A run whose foreign CPU share is high is flagged, not compared.
+
+    python -m benchmarks.bench --size quick --seeds 0 1 2 [--methods finetune-sweep ray-asha]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.methods import METHODS
+from benchmarks.task import SIZES, TARGET_ACC
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+BUSY_LIMIT = 0.05  # foreign CPU share above which timings are not compared
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _machine_busy() -> float:
+    """Busy CPU-seconds of the whole machine so far (all cores)."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Monitor(threading.Thread):
+    """Samples one process tree: (time, tree CPU-s, tree RSS bytes, machine busy CPU-s)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.cpu: dict[int, float] = {}  # last CPU time seen per pid (ended processes keep theirs)
+        self.samples: list[tuple[float, float, int, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rss = 0
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        self.cpu[p.pid] = t.user + t.system
+                        rss += p.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self.samples.append((time.time(), sum(self.cpu.values()), rss, _machine_busy()))
+            self.stop.wait(0.5)
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1] or self.samples[-1:]
+        before = max((s for s in self.samples if s[0] <= t0), key=lambda s: s[0], default=self.samples[0])
+        after = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=self.samples[-1])
+        own = after[1] - before[1]
+        machine = after[3] - before[3]
+        wall = max(after[0] - before[0], 1e-9)
+        return {
+            "cpu_s": own,
+            "peak_gib": max(s[2] for s in inside) / 2**30,
+            "foreign_cpu_share": max(0.0, machine - own) / (os.cpu_count() or 1) / wall,
+        }
+
+
+def run_one(method: str, seed: int, size: str, out_dir: Path) -> dict[str, Any]:
+    out = out_dir / f"{method}-{seed}.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = (out_dir / f"{method}-{seed}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.methods", method, str(seed), size, str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    monitor = Monitor(proc.pid)
+    monitor.start()
+    rc = proc.wait()
+    monitor.stop.set()
+    monitor.join()
+    log.close()
+    if rc != 0 or not out.is_file():
+        tail = (out_dir / f"{method}-{seed}.log").read_text()[-3000:]
+        raise SystemExit(f"{method} seed {seed} failed (exit {rc}):\n{tail}")
+    result = json.loads(out.read_text())
+    return {**result, **summarize(result), **monitor.window(result["t0"], result["t_end"])}
+
+
+def summarize(r: dict[str, Any]) -> dict[str, Any]:
+    """The task's metrics from one method's record."""
+    t0, wall = r["t0"], r["t_end"] - r["t0"]
+    trials = r["trials"]
+    steps = sum(t["last_step"] or 0 for t in trials)
+    evals = sorted(r["evals"])
+    reached = next(((t, trial, step) for t, trial, step, acc in evals if acc >= TARGET_ACC), None)
+    steps_to = None
+    if reached is not None:  # optimizer steps all trials had done by then (each at its last evaluation)
+        last: dict[int, int] = {}
+        for t, trial, step, _ in evals:
+            if t <= reached[0]:
+                last[trial] = max(last.get(trial, 0), step)
+        steps_to = sum(last.values())
+    trial_wall = sum(t["wall_s"] or 0 for t in trials)
+    train = sum(t["train_s"] or 0 for t in trials)
+    evaluation = sum(t["eval_s"] or 0 for t in trials)
+    firsts = [t["first_step_at"] for t in trials if t.get("first_step_at")]
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "stopped_early": sum(1 for t in trials if (t["last_step"] or 0) < max((x["last_step"] or 0) for x in trials)),
+        "max_eval_acc": max((acc for *_, acc in evals), default=None),
+        "time_to_target_s": reached[0] - t0 if reached else None,
+        "steps_to_target": steps_to,
+        "train_share": train / trial_wall if trial_wall else None,
+        "eval_share": evaluation / trial_wall if trial_wall else None,
+        "other_share": 1 - (train + evaluation) / trial_wall if trial_wall else None,
+        "first_step_s": min(firsts) - t0 if firsts else None,
+    }
+
+
+COLUMNS = [
+    ("wall_s", "wall s", "{:.0f}"),
+    ("steps", "steps", "{:.0f}"),
+    ("cpu_s", "CPU-s", "{:.0f}"),
+    ("peak_gib", "peak GiB", "{:.2f}"),
+    ("best_val", "best val", "{:.3f}"),
+    ("test_acc", "test", "{:.3f}"),
+    ("time_to_target_s", f"s to {TARGET_ACC}", "{:.0f}"),
+    ("steps_to_target", f"steps to {TARGET_ACC}", "{:.0f}"),
+    ("eval_share", "eval share", "{:.0%}"),
+    ("other_share", "other share", "{:.0%}"),
+    ("first_step_s", "start→step s", "{:.1f}"),
+]
+
+
+def _cell(values: list[Any], fmt: str) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1 or min(values) == max(values):
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def table(runs: list[dict[str, Any]], methods: list[str]) -> str:
+    head = "| method | seeds | " + " | ".join(name for _, name, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m]
+        if not mine:
+            continue
+        cells = [_cell([r.get(key) for r in mine], fmt) for key, _, fmt in COLUMNS]
+        lines.append(f"| {m} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[str]:
+    """Our median wall and CPU against the fastest baseline's, measured in this run."""
+    med = {
+        m: {k: statistics.median([r[k] for r in runs if r["method"] == m]) for k in ("wall_s", "cpu_s", "best_val")}
+        for m in {r["method"] for r in runs}
+    }
+    ours = med.get("finetune-sweep")
+    baselines = {m: v for m, v in med.items() if m != "finetune-sweep"}
+    if not ours or not baselines:
+        return []
+    fastest = min(baselines, key=lambda m: baselines[m]["wall_s"])
+    best_val = max(v["best_val"] for v in baselines.values())
+    return [
+        f"finetune-sweep / fastest baseline ({fastest}): wall {ours['wall_s'] / baselines[fastest]['wall_s']:.2f}x, "
+        f"CPU-s {ours['cpu_s'] / baselines[fastest]['cpu_s']:.2f}x (target <= 0.5x both)",
+        f"median best val: finetune-sweep {ours['best_val']:.3f}, best baseline {best_val:.3f}",
+    ]
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+
+
+def update_readme(text: str) -> None:
+    readme = REPO / "README.md"
+    content = readme.read_text()
+    if README_START in content and README_END in content:
+        head, rest = content.split(README_START, 1)
+        _, tail = rest.split(README_END, 1)
+        readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="full")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md's Performance section")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = RESULTS / f"{args.size}-{stamp}"
+    out_dir.mkdir(parents=True)
+    runs = []
+    for seed in args.seeds:  # seeds outer: a slow period of the machine hits every method alike
+        for method in args.methods:
+            started = time.time()
+            r = run_one(method, seed, args.size, out_dir)
+            runs.append(r)
+            flag = "  BUSY: not comparable" if r["foreign_cpu_share"] > BUSY_LIMIT else ""
+            print(
+                f"{method:<15} seed {seed}: wall {r['wall_s']:.0f}s, {r['steps']} steps, CPU {r['cpu_s']:.0f}s, "
+                f"peak {r['peak_gib']:.2f} GiB, val {r['best_val']:.3f}, test {r['test_acc']:.3f}, "
+                f"foreign CPU {r['foreign_cpu_share']:.1%} ({time.time() - started:.0f}s in all){flag}",
+                flush=True,
+            )
+    busy = [f"{r['method']} seed {r['seed']}" for r in runs if r["foreign_cpu_share"] > BUSY_LIMIT]
+    header = f"{args.size} benchmark, {datetime.now(UTC):%Y-%m-%d}, {machine()}; seeds {args.seeds}; median (min–max)"
+    notes = sorted({f"- {r['method']}: {r['note']}" for r in runs if r.get("note")})
+    text = "\n".join(
+        [header, "", table(runs, args.methods), "", *ratios(runs), *notes]
+        + (
+            [f"- BUSY machine during: {', '.join(busy)} (foreign CPU > {BUSY_LIMIT:.0%}): timings not comparable"]
+            if busy
+            else []
+        )
+    )
+    print()
+    print(text)
+    for r in runs:
+        r.pop("evals", None)  # the summary JSON keeps the metrics; per-eval records stay in the method files
+    (out_dir / "summary.json").write_text(json.dumps({"header": header, "runs": runs, "table": text}, indent=1))
+    (out_dir / "summary.md").write_text(text + "\n")
+    print(f"\nresults: {out_dir}")
+    if args.readme:
+        update_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

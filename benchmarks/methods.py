@@ -1,0 +1,369 @@
+"""One sweep of the benchmark task by one method, in this process: `python -m benchmarks.methods METHOD
+SEED SIZE OUT.json`. The harness (bench.py) runs each in a fresh process and measures the process tree.
+
+Every method writes the same record: ``t0``/``t_end`` (epoch seconds: the sweep clock, imports and the
+final test evaluation outside it), per trial its last step, train/eval/wall seconds and first-step
+time, every evaluation as (time, trial, step, val_acc), the chosen trial's score and its kept model's
+test accuracy.
+
+Methods:
+- ``finetune-sweep``: the product as shipped (search_spaces/sst2.yaml's settings on the task's split).
+- ``random``: Ray Tune random search, every trial to the last step: the compute baseline.
+- ``ray-asha``: Ray Tune ``OptunaSearch`` (TPE) + ``ASHAScheduler``, a plain trainable (plain.py).
+- ``hf-trainer``: ``Trainer.hyperparameter_search(backend="optuna")`` with a median pruner. It cannot
+  search the loss (the Trainer's loss is its model's): cross-entropy only, 2 threads, one trial at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.task import LAYERS, LOSSES, LR_HIGH, LR_LOW, RANKS, SIZES, Size, load, write_tsv
+
+METHODS = ["finetune-sweep", "random", "ray-asha", "hf-trainer"]
+
+
+def _env() -> None:
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_DEDUP_LOGS": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+# --- finetune-sweep --------------------------------------------------------------------------------
+
+
+def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    from sweep.runner import run_sweep
+    from sweep.spec import load_spec
+
+    data = load(size)
+    files = {name: write_tsv(getattr(data, name), work / f"{name}.tsv") for name in ("train", "val", "test")}
+    spec = load_spec(
+        Path(__file__).resolve().parents[1] / "search_spaces" / "sst2.yaml",
+        [
+            f"trial.data.path={files['train']}",
+            f"trial.data.val_path={files['val']}",
+            f"trial.data.test_path={files['test']}",
+            "trial.data.max_rows=null",
+            f"trial.data.max_length={size.max_length}",
+            f"trial.optim.max_steps={size.max_steps}",
+            f"trial.optim.warmup_ratio={size.warmup_steps / size.max_steps}",
+            f"trial.eval.eval_every_steps={size.eval_every}",
+            f"budget.num_trials={size.num_trials}",
+            f"sampler.seed={seed}",
+            f"pruner.warmup_steps={size.grace}",
+            f"execution.runs_dir={work / 'runs'}",
+            f"tracking.uri=sqlite:///{work}/mlflow.db",
+            "execution.verdict=false",
+        ],
+    )
+    t0 = time.time()
+    result = run_sweep(spec, echo=lambda line: None)
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    trials, evals = [], []
+    runs = {
+        r.data.tags.get("ray.trial_id"): r
+        for r in client.search_runs([client.get_experiment_by_name("sst2").experiment_id])
+    }
+    for rec in result.trials:
+        run = runs.get(rec.ray_id)
+        if run is not None:
+            for m in client.get_metric_history(run.info.run_id, "val_accuracy"):
+                evals.append((m.timestamp / 1000, rec.number, m.step, m.value))
+        timings = rec.outcome.timings if rec.outcome is not None else None
+        trials.append(
+            {
+                "trial": rec.number,
+                "status": rec.status.value,
+                "last_step": rec.step or 0,
+                "train_s": timings.train_s if timings else 0.0,
+                "eval_s": timings.eval_s if timings else 0.0,
+                "wall_s": (rec.ended or 0) - (rec.started or 0),
+                "first_step_at": getattr(timings, "first_step_at", None) if timings else None,
+            }
+        )
+    best = result.best
+    return {
+        "t0": t0,
+        "t_end": t0 + result.search_s,
+        "trials": trials,
+        "evals": evals,
+        "best_val": best.value if best else None,
+        "test_acc": (result.test_metrics or {}).get("test_accuracy"),
+        "note": "",
+    }
+
+
+# --- Ray Tune baselines (plain trainable) -------------------------------------------------------------
+
+
+def _tune_trainable(config: dict[str, Any], data: Any, size_name: str, out_dir: str) -> None:
+    import torch
+    from ray import tune
+
+    from benchmarks.plain import train, trainable_state
+
+    torch.set_num_threads(1)
+    trial_id = tune.get_context().get_trial_id()
+    best = {"acc": -1.0}
+
+    def report(step: int, acc: float, val_loss: float, model: Any, stats: dict[str, Any]) -> bool:
+        # kept before reporting: a trial ASHA stops never returns from tune.report
+        if acc > best["acc"]:
+            best["acc"] = acc
+            torch.save(trainable_state(model), Path(out_dir) / f"{trial_id}.pt")
+        (Path(out_dir) / f"{trial_id}.json").write_text(json.dumps({"config": config, **stats}))
+        tune.report({"val_acc": acc, "val_loss": val_loss, "step": step})
+        return False
+
+    train(config, data, SIZES[size_name], report)
+
+
+def run_ray(seed: int, size: Size, work: Path, asha: bool) -> dict[str, Any]:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    data = load(size)
+    out_dir = work / "trials"
+    out_dir.mkdir()
+    t0 = time.time()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=tempfile.mkdtemp(prefix="rb-", dir="/tmp"),
+        log_to_driver=False,
+    )
+    space = {
+        "lr": tune.loguniform(LR_LOW, LR_HIGH),
+        "num_layers": tune.choice(LAYERS),
+        "loss": tune.choice(LOSSES),
+        "lora_r": tune.choice(RANKS),
+    }
+    search = OptunaSearch(metric="val_acc", mode="max", seed=seed) if asha else BasicVariantGenerator(random_state=seed)
+    scheduler = (
+        ASHAScheduler(
+            time_attr="step",
+            metric="val_acc",
+            mode="max",
+            max_t=size.max_steps,
+            grace_period=size.grace,
+            reduction_factor=3,
+        )
+        if asha
+        else None
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(_tune_trainable, data=data, size_name=size.name, out_dir=str(out_dir)), {"cpu": 1}
+        ),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=size.num_trials,
+            max_concurrent_trials=2,
+            metric=None if asha else "val_acc",
+            mode=None if asha else "max",
+        ),
+        run_config=tune.RunConfig(storage_path=str(work / "ray_results"), verbose=0),
+    )
+    tuner.fit()
+    t_end = time.time()
+    ray.shutdown()
+    records = {p.stem: json.loads(p.read_text()) for p in out_dir.glob("*.json")}
+    trials, evals = [], []
+    for number, (trial_id, rec) in enumerate(sorted(records.items(), key=lambda kv: kv[1]["first_step_at"])):
+        rec["id"] = trial_id
+        evals += [(t, number, step, acc) for t, step, acc in rec["evals"]]
+        trials.append(
+            {"trial": number, **{k: rec[k] for k in ("last_step", "train_s", "eval_s", "wall_s", "first_step_at")}}
+        )
+    chosen = max(records.values(), key=lambda r: max((acc for _, _, acc in r["evals"]), default=-1))
+    import torch
+
+    from benchmarks.plain import test_accuracy
+
+    state = torch.load(out_dir / f"{chosen['id']}.pt")
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "trials": trials,
+        "evals": evals,
+        "best_val": max(acc for _, _, acc in chosen["evals"]),
+        "test_acc": test_accuracy(chosen["config"], state, data, size),
+        "note": "" if asha else "no early stopping",
+    }
+
+
+# --- transformers' built-in search -------------------------------------------------------------------
+
+
+def run_hf(seed: int, size: Size, work: Path) -> dict[str, Any]:
+    import numpy as np
+    import optuna
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    from benchmarks.plain import build, test_accuracy, trainable_state
+
+    torch.set_num_threads(2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load(size)
+    tokenizer, _ = build(2, 4)
+
+    def dataset(rows: list[tuple[str, int]]) -> Any:
+        enc = tokenizer([t for t, _ in rows], truncation=True, max_length=size.max_length)
+        return Dataset.from_dict({**enc, "labels": [y for _, y in rows]})
+
+    train_ds, val_ds = dataset(data.train), dataset(data.val)
+    current: dict[str, Any] = {}
+    log: dict[int, dict[str, Any]] = {}
+
+    class Recorder(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            number = len(log)
+            current.update(number=number, step_t=0.0)
+            log[number] = {
+                "trial": number,
+                "evals": [],
+                "train_s": 0.0,
+                "eval_s": 0.0,
+                "start": time.time(),
+                "first_step_at": None,
+                "last_step": 0,
+                "best": -1.0,
+                "state": None,
+                "config": dict(current.get("config", {})),
+            }
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            current["step_t"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            rec = log[current["number"]]
+            rec["train_s"] += time.perf_counter() - current["step_t"]
+            rec["first_step_at"] = rec["first_step_at"] or time.time()
+            rec["last_step"] = state.global_step
+            rec["end"] = time.time()
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, model: Any = None, **kw: Any
+        ) -> None:
+            rec = log[current["number"]]
+            acc = metrics["eval_accuracy"]
+            rec["eval_s"] += metrics.get("eval_runtime", 0.0)
+            rec["evals"].append((time.time(), state.global_step, acc))
+            rec["end"] = time.time()
+            if acc > rec["best"]:
+                rec["best"], rec["state"] = acc, trainable_state(model)
+
+    def model_init(trial: Any) -> Any:
+        params = trial.params if trial is not None else {"num_layers": 2, "lora_r": 4}
+        current["config"] = {
+            "num_layers": params["num_layers"],
+            "lora_r": params["lora_r"],
+            "lr": params.get("learning_rate"),
+            "loss": "cross_entropy",
+        }
+        return build(params["num_layers"], params["lora_r"])[1]
+
+    def hp_space(trial: Any) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", LR_LOW, LR_HIGH, log=True),
+            "num_layers": trial.suggest_categorical("num_layers", LAYERS),
+            "lora_r": trial.suggest_categorical("lora_r", RANKS),
+        }
+
+    args = TrainingArguments(
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=64,
+        max_steps=size.max_steps,
+        eval_strategy="steps",
+        eval_steps=size.eval_every,
+        save_strategy="no",
+        logging_strategy="no",
+        lr_scheduler_type="linear",
+        warmup_steps=size.warmup_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=0,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    t0 = time.time()
+    trainer = Trainer(
+        model_init=model_init,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())},
+        callbacks=[Recorder()],
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space,
+        compute_objective=lambda m: m["eval_accuracy"],
+        n_trials=size.num_trials,
+        direction="maximize",
+        backend="optuna",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_warmup_steps=size.grace),
+    )
+    t_end = time.time()
+    chosen = log[int(best.run_id)]
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "trials": [
+            {k: r.get(k) for k in ("trial", "last_step", "train_s", "eval_s", "first_step_at")}
+            | {"wall_s": r.get("end", r["start"]) - r["start"]}
+            for r in log.values()
+        ],
+        "evals": [(t, r["trial"], step, acc) for r in log.values() for t, step, acc in r["evals"]],
+        "best_val": chosen["best"],
+        "test_acc": test_accuracy(chosen["config"], chosen["state"], data, size),
+        "note": "loss not searchable (cross-entropy only); one trial at a time, 2 threads",
+    }
+
+
+def main() -> None:
+    method, seed, size_name, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    _env()
+    size = SIZES[size_name]
+    with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as tmp:
+        work = Path(tmp)
+        if method == "finetune-sweep":
+            result = run_finetune_sweep(seed, size, work)
+        elif method in ("random", "ray-asha"):
+            result = run_ray(seed, size, work, asha=method == "ray-asha")
+        elif method == "hf-trainer":
+            result = run_hf(seed, size, work)
+        else:
+            raise SystemExit(f"method: {method!r} is not one of {METHODS}")
+    out.write_text(json.dumps({"method": method, "seed": seed, "size": size_name, **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The benchmark's arithmetic on hand-made records (the runs themselves are `make bench-quick`)."""
+
+import pytest
+
+from benchmarks.bench import _cell, ratios, summarize, table
+
+
+def _record():
+    t0 = 1000.0
+    return {
+        "method": "m",
+        "t0": t0,
+        "t_end": t0 + 100,
+        "trials": [
+            {"trial": 0, "last_step": 120, "train_s": 30, "eval_s": 20, "wall_s": 60, "first_step_at": t0 + 4},
+            {"trial": 1, "last_step": 40, "train_s": 10, "eval_s": 5, "wall_s": 20, "first_step_at": t0 + 6},
+        ],
+        # (time, trial, step, val_acc)
+        "evals": [
+            (t0 + 10, 0, 20, 0.56),
+            (t0 + 12, 1, 20, 0.56),
+            (t0 + 20, 0, 40, 0.70),
+            (t0 + 22, 1, 40, 0.60),
+            (t0 + 30, 0, 60, 0.84),
+            (t0 + 50, 0, 120, 0.86),
+        ],
+    }
+
+
+def test_summarize_reads_the_task_metrics_off_one_record():
+    s = summarize(_record())
+    assert s["wall_s"] == 100
+    assert s["steps"] == 160
+    assert s["stopped_early"] == 1
+    assert s["max_eval_acc"] == 0.86
+    assert s["time_to_target_s"] == 30  # the first evaluation at >= 0.83
+    assert s["steps_to_target"] == 60 + 40  # trial 0 at 60, trial 1 at its last evaluation (40)
+    assert s["train_share"] == pytest.approx(40 / 80)
+    assert s["eval_share"] == pytest.approx(25 / 80)
+    assert s["other_share"] == pytest.approx(15 / 80)
+    assert s["first_step_s"] == 4
+
+
+def test_a_sweep_that_never_reaches_the_target_says_so():
+    r = _record()
+    r["evals"] = [(t, trial, step, min(acc, 0.8)) for t, trial, step, acc in r["evals"]]
+    s = summarize(r)
+    assert s["time_to_target_s"] is None and s["steps_to_target"] is None
+
+
+def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline():
+    assert _cell([3, 1, 2], "{:.0f}") == "2 (1–3)"
+    assert _cell([None, None], "{:.0f}") == "–"
+    assert _cell([5, 5], "{:.1f}") == "5.0"
+    runs = (
+        [{"method": "finetune-sweep", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.84} for w in (40, 50, 60)]
+        + [{"method": "hf-trainer", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (100, 110, 120)]
+        + [{"method": "random", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (200, 210, 220)]
+    )
+    lines = ratios(runs)
+    assert lines[0].startswith("finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
+    assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
+    text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
+    assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")
+    assert [ln.split("|")[1].strip() for ln in text.splitlines()[2:]] == ["finetune-sweep", "random", "hf-trainer"]
