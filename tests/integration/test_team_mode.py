@@ -152,8 +152,25 @@ def test_two_sweeps_share_one_server_and_one_study_without_lost_duplicated_or_le
         [sys.executable, "-m", "sweep", "report", str(dir_of["a"])], env=env, capture_output=True, text=True
     )
     assert refused.returncode == 2
-    assert refused.stderr.startswith("error: tracking.uri: the password of") and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: --tracking-uri: the password of") and "Traceback" not in refused.stderr
     assert "${ENV_VAR}" in refused.stderr
+    given = subprocess.run(  # ...and works when given the URLs again
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "report",
+            str(dir_of["a"]),
+            "--tracking-uri",
+            specs["a"]["tracking"]["uri"],
+            "--storage",
+            specs["a"]["execution"]["storage"],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert given.returncode == 0, given.stderr[-2000:]
 
     # the secrets: nowhere in the record, the artifacts, the run dirs or the output
     secrets = [PG_PASSWORD, MLFLOW_PASSWORD]
@@ -165,6 +182,6 @@ def test_two_sweeps_share_one_server_and_one_study_without_lost_duplicated_or_le
     assert not _files_holding(server.artifacts, secrets)
     for d in run_dirs:
         assert not _files_holding(d, secrets)
-    for out in [*outputs.values(), again.stdout, again.stderr, refused.stderr]:
+    for out in [*outputs.values(), again.stdout, again.stderr, refused.stderr, given.stdout, given.stderr]:
         assert not [line for line in out.splitlines() if any(s in line for s in secrets)]
     assert "***" in outputs["a"] and "${FSWEEP_PG_PASSWORD}" in outputs["b"]
