@@ -252,7 +252,7 @@ def run_hf(seed: int, size: Size, work: Path) -> dict[str, Any]:
                 "last_step": 0,
                 "best": -1.0,
                 "state": None,
-                "config": dict(current.get("config", {})),
+                "config": {**current.get("config", {}), "lr": args.learning_rate},
             }
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -277,20 +277,15 @@ def run_hf(seed: int, size: Size, work: Path) -> dict[str, Any]:
                 rec["best"], rec["state"] = acc, trainable_state(model)
 
     def model_init(trial: Any) -> Any:
-        params = trial.params if trial is not None else {"num_layers": 2, "lora_r": 4}
-        current["config"] = {
-            "num_layers": params["num_layers"],
-            "lora_r": params["lora_r"],
-            "lr": params.get("learning_rate"),
-            "loss": "cross_entropy",
-        }
-        return build(params["num_layers"], params["lora_r"])[1]
+        # the Trainer builds the model before it applies hp_space: the structure is suggested here
+        layers = trial.suggest_categorical("num_layers", LAYERS) if trial is not None else 2
+        r = trial.suggest_categorical("lora_r", RANKS) if trial is not None else 4
+        current["config"] = {"num_layers": layers, "lora_r": r, "loss": "cross_entropy"}
+        return build(layers, r)[1]
 
     def hp_space(trial: Any) -> dict[str, Any]:
         return {
             "learning_rate": trial.suggest_float("learning_rate", LR_LOW, LR_HIGH, log=True),
-            "num_layers": trial.suggest_categorical("num_layers", LAYERS),
-            "lora_r": trial.suggest_categorical("lora_r", RANKS),
         }
 
     args = TrainingArguments(
