@@ -153,6 +153,10 @@ def test_kuberay_rayjob_runs_a_valid_sweep_on_our_images_with_resources_that_fit
         assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "finetune-sweep"
         assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://")
 
+    submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    assert {e["name"] for e in submitter["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}  # it calls the Job API
+    assert submitter["image"] in images
+
     # the trials fit: concurrent trials x per-trial resources <= what the worker groups offer
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head only drives
     cpus = sum(
