@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -329,6 +331,11 @@ def _set_env() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
 
+class _NoSigtermWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
 class RaySession:
     """A local Ray in the run dir (or a connection to ``address``). ``start`` begins bringing it up in
     a background thread, so the sweep opens its record and study meanwhile; entering waits for it and
@@ -345,6 +352,12 @@ class RaySession:
     def start(self) -> RaySession:
         _set_env()
         if self._future is None and not ray.is_initialized():
+            # what ray.init does only from the main thread: SIGTERM ends the driver as an exit, so the
+            # sweep closes its record and Ray's processes stop (Ray's warning that it could not is ours)
+            if threading.current_thread() is threading.main_thread():
+                if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+                logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())
             self._owned = True
             self._future = Future()
             threading.Thread(target=self._hold, name="ray-init", daemon=True).start()
