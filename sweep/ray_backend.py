@@ -12,13 +12,9 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
-import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -331,48 +327,16 @@ def _set_env() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
 
-class _NoSigtermWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("SIGTERM handler is not set")
-
-
 class RaySession:
-    """A local Ray in the run dir (or a connection to ``address``). ``start`` begins bringing it up in
-    a background thread, so the sweep opens its record and study meanwhile; entering waits for it and
-    gives the dashboard URL (or ""). A Ray already running in this process (a notebook, a test) is used
-    as it is and left running; one this session started is shut down, and its temp files leave /tmp."""
+    """A local Ray in the run dir (or a connection to ``address``), started on entry (in the main thread:
+    Ray installs its signal handling there, and Ctrl-C must reach the sweep); entering gives the
+    dashboard URL (or ""). A Ray already running in this process (a notebook, a test) is used as it is
+    and left running; one this session started is shut down, and its temp files leave /tmp."""
 
     def __init__(self, address: str | None, run_dir: Path, dashboard: bool) -> None:
         self.address, self.run_dir, self.dashboard = address, run_dir, dashboard
-        self._future: Future[str] | None = None
         self._owned = False
         self._short: str | None = None
-        self._done = threading.Event()
-
-    def start(self) -> RaySession:
-        _set_env()
-        if self._future is None and not ray.is_initialized():
-            # what ray.init does only from the main thread: SIGTERM ends the driver as an exit, so the
-            # sweep closes its record and Ray's processes stop (Ray's warning that it could not is ours)
-            if threading.current_thread() is threading.main_thread():
-                if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-                    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-                logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())
-            self._owned = True
-            self._future = Future()
-            threading.Thread(target=self._hold, name="ray-init", daemon=True).start()
-        return self
-
-    def _hold(self) -> None:
-        """Start Ray, then stay alive until it is shut down: Ray ties its processes to the thread that
-        started them (Linux's parent-death signal is per thread), so they would die with this thread."""
-        assert self._future is not None
-        try:
-            self._future.set_result(self._init())
-        except BaseException as exc:
-            self._future.set_exception(exc)
-            return
-        self._done.wait()
 
     def _init(self) -> str:
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -395,8 +359,11 @@ class RaySession:
         return f"http://{url}" if url and not url.startswith("http") else url
 
     def __enter__(self) -> str:
-        self.start()
-        return self._future.result() if self._future is not None else ""
+        _set_env()
+        if ray.is_initialized():
+            return ""
+        self._owned = True
+        return self._init()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -404,12 +371,8 @@ class RaySession:
     def close(self) -> None:
         if not self._owned:
             return
-        if self._future is not None:
-            with contextlib.suppress(BaseException):  # it failed: nothing more to shut down than what ran
-                self._future.result()
         if ray.is_initialized():
             ray.shutdown()
-        self._done.set()
         if self._short is not None:
             _keep_logs(Path(self._short), self.run_dir.resolve())
         self._owned = False

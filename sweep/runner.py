@@ -150,8 +150,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     if spec.execution.storage:
         secrets.resolve(spec.execution.storage, "execution.storage")
     run_dir = resume_dir or new_run_dir(spec.execution.runs_dir, spec.name)
-    # Ray comes up in the background while the record and the study open (and its workers import the trial code)
-    session = ray_backend.RaySession(spec.execution.address, run_dir, spec.execution.dashboard).start()
+    session = ray_backend.RaySession(spec.execution.address, run_dir, spec.execution.dashboard)
     try:
         return _run(spec, plan, run_dir, resume_dir, session, started, echo)
     finally:
