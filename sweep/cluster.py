@@ -116,6 +116,10 @@ def _node_env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ray_start(args: list[str], name: str, home: Path) -> Node:
     ray_bin = Path(sys.executable).parent / "ray"
     log = home / f"{name}.log"
@@ -128,6 +132,9 @@ def _ray_start(args: list[str], name: str, home: Path) -> Node:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: `down` ends exactly this node
+            # a shell's background job (`make cluster-up &`) ignores SIGINT, and that would be inherited
+            # by every job driver on the node: `sweep stop` (SIGINT) could then only kill the sweep
+            preexec_fn=_default_sigint,
         )
     (home / f"{name}.pid").write_text(str(proc.pid))
     return Node(name, proc.pid, str(log), temp_dir, _start_ticks(proc.pid) or 0)
