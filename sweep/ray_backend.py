@@ -327,24 +327,25 @@ def _set_env() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
 
-class RaySession:
-    """A local Ray in the run dir (or a connection to ``address``), started on entry (in the main thread:
-    Ray installs its signal handling there, and Ctrl-C must reach the sweep); entering gives the
-    dashboard URL (or ""). A Ray already running in this process (a notebook, a test) is used as it is
-    and left running; one this session started is shut down, and its temp files leave /tmp."""
+@contextlib.contextmanager
+def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator[str]:
+    """Start a local Ray in the run dir (or connect to ``address``); yields the dashboard URL or "".
 
-    def __init__(self, address: str | None, run_dir: Path, dashboard: bool) -> None:
-        self.address, self.run_dir, self.dashboard = address, run_dir, dashboard
-        self._owned = False
-        self._short: str | None = None
-
-    def _init(self) -> str:
-        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-        if self.address in (None, "local"):
+    A Ray that is already running in this process (a notebook, a test) is used as it is and left
+    running; one this session started is shut down, and its temp files leave /tmp.
+    """
+    _set_env()
+    if ray.is_initialized():
+        yield ""
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    short: str | None = None
+    try:
+        if address in (None, "local"):
             # the dashboard comes with ray[default]; without it Ray runs headless
-            has_dashboard = self.dashboard and importlib.util.find_spec("aiohttp") is not None
-            temp_dir, in_tmp = ray_temp_dir(self.run_dir / RAY_DIR)
-            self._short = temp_dir if in_tmp else None
+            has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
+            temp_dir, in_tmp = ray_temp_dir(run_dir / RAY_DIR)
+            short = temp_dir if in_tmp else None
             info = ray.init(
                 address="local",
                 include_dashboard=has_dashboard,
@@ -354,35 +355,14 @@ class RaySession:
                 **kwargs,
             )
         else:  # a cluster's (or a job's) own runtime env stays as it is
-            info = ray.init(address=self.address, **kwargs)
+            info = ray.init(address=address, **kwargs)
         url = getattr(info, "dashboard_url", "") or ""
-        return f"http://{url}" if url and not url.startswith("http") else url
-
-    def __enter__(self) -> str:
-        _set_env()
-        if ray.is_initialized():
-            return ""
-        self._owned = True
-        return self._init()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._owned:
-            return
+        yield f"http://{url}" if url and not url.startswith("http") else url
+    finally:
         if ray.is_initialized():
             ray.shutdown()
-        if self._short is not None:
-            _keep_logs(Path(self._short), self.run_dir.resolve())
-        self._owned = False
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator[str]:
-    """``RaySession`` as a plain context manager (started on entry)."""
-    with RaySession(address, run_dir, dashboard) as url:
-        yield url
+        if short is not None:
+            _keep_logs(Path(short), run_dir.resolve())
 
 
 def auth_token() -> str | None:

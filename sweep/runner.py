@@ -142,7 +142,7 @@ def _code_version() -> str:
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
     """The whole sweep. Spec and data are checked before Ray starts (SpecError)."""
     plan = preflight(spec)
-    from sweep import ray_backend
+    from sweep import optuna_study, ray_backend
 
     started = time.time()
     # URL passwords are masked in everything stored or shown (sweep.secrets); checked before anything is written
@@ -150,24 +150,6 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     if spec.execution.storage:
         secrets.resolve(spec.execution.storage, "execution.storage")
     run_dir = resume_dir or new_run_dir(spec.execution.runs_dir, spec.name)
-    session = ray_backend.RaySession(spec.execution.address, run_dir, spec.execution.dashboard)
-    try:
-        return _run(spec, plan, run_dir, resume_dir, session, started, echo)
-    finally:
-        session.close()
-
-
-def _run(
-    spec: SweepSpec,
-    plan: SweepPlan,
-    run_dir: Path,
-    resume_dir: Path | None,
-    session: Any,
-    started: float,
-    echo: Echo,
-) -> SweepResult:
-    from sweep import optuna_study, ray_backend
-
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
     storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
@@ -204,7 +186,7 @@ def _run(
     )
     interrupted = crashed = False
     try:
-        with session as dashboard:
+        with ray_backend.ray_session(spec.execution.address, run_dir, spec.execution.dashboard) as dashboard:
             if dashboard:
                 (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": dashboard}))
                 echo(f"Ray dashboard: {dashboard}  (token auth: `make dashboard` prints the token)")
