@@ -161,6 +161,11 @@ class TrialConfig(Section):
     eval: EvalConfig = EvalConfig()
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads; None = torch's default.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Compute precision of forward passes (weights stay fp32): 'auto' = bf16 autocast on CUDA "
+        "and on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.",
+    )
     output_dir: str | None = Field(None, description="Save the trained model/adapter here.")
 
     @model_validator(mode="before")

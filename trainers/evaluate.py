@@ -16,11 +16,26 @@ from sklearn.metrics import f1_score
 from trainers.data import Encoded
 from trainers.losses import IGNORE_INDEX
 
+_precision = "auto"
+
+
+def set_precision(precision: str) -> None:
+    """The process's forward-pass precision (a trial's ``precision``): 'auto', 'fp32' or 'bf16'."""
+    global _precision
+    _precision = precision
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU; elsewhere bf16 is emulated and slower than fp32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
 
 def autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA and on CPUs with native bf16 (unless the trial says fp32); fp32 elsewhere."""
+    if _precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return nullcontext()
+    if device.type == "cuda" or _precision == "bf16" or cpu_has_bf16():
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

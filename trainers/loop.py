@@ -20,7 +20,7 @@ from trainers import data as data_mod
 from trainers import models
 from trainers.api import EvalRecord, FoldOutcome, Reporter, Timings, TrialOutcome, TrialPruned
 from trainers.config import ConfigError, TrialConfig
-from trainers.evaluate import autocast
+from trainers.evaluate import autocast, set_precision
 from trainers.plan import total_steps
 from trainers.tasks import Task, get_task
 
@@ -59,6 +59,7 @@ def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
     device = pick_device(cfg.device)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
+    set_precision(cfg.precision)
     task = get_task(cfg.task)
     t0 = time.perf_counter()
     rows = data_mod.load_rows(cfg.data, cfg.task)

@@ -79,9 +79,11 @@ def evaluate_file(cfg: TrialConfig, model_dir: str | Path, path: str | Path) -> 
     import numpy as np
 
     from trainers.data import encode, load_rows
+    from trainers.evaluate import set_precision
     from trainers.loop import pick_device
 
     device = pick_device(cfg.device)
+    set_precision(cfg.precision)
     trained = load_trained(model_dir, cfg, device)
     data = cfg.data.model_copy(update={"path": str(path), "val_path": None, "test_path": None, "max_rows": None})
     rows = load_rows(data, cfg.task, trained.label_names)  # the model's label ids; [] without labels
@@ -100,10 +102,11 @@ def predict_file(
     import numpy as np
 
     from trainers.data import Encoded, Rows, _read_frame, encode
-    from trainers.evaluate import _row_outputs, generate_answers
+    from trainers.evaluate import _row_outputs, generate_answers, set_precision
     from trainers.loop import pick_device
 
     device = pick_device(cfg.device)
+    set_precision(cfg.precision)
     trained = load_trained(model_dir, cfg, device)
     source = Path(path)
     if not source.is_file():

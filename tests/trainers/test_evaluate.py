@@ -127,3 +127,41 @@ def test_eval_batches_are_cut_by_length_but_outputs_keep_the_rows_order():
     assert out[:, 0].tolist() == [100 + r for r in rows]
     assert out[:, 1].tolist() == [lengths[r] for r in rows]
     assert target.tolist() == rows.tolist()
+
+
+@pytest.mark.parametrize(
+    ("precision", "native_bf16", "expected"),
+    [("fp32", True, None), ("bf16", False, torch.bfloat16), ("auto", True, torch.bfloat16), ("auto", False, None)],
+)
+def test_precision_decides_cpu_autocast(monkeypatch, precision, native_bf16, expected):
+    from trainers import evaluate
+
+    monkeypatch.setattr(evaluate, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(evaluate, "_precision", "auto")
+    evaluate.set_precision(precision)
+    with evaluate.autocast(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu") is (expected is not None)
+        out = torch.nn.Linear(4, 2)(torch.ones(3, 4))
+    assert out.dtype == (expected or torch.float32)
+
+
+def test_a_trial_runs_in_the_precision_it_is_given():
+    from tests.trainers.helpers import tiny_config
+    from trainers.api import RecordingReporter
+    from trainers.loop import run_trial
+
+    seen: dict[str, torch.dtype] = {}
+
+    def note(mod, args, out):
+        if isinstance(mod, torch.nn.Linear):
+            seen.setdefault("Linear", out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(note)
+    try:
+        run_trial(tiny_config("classification", "precision=bf16", "optim.max_steps=2"), RecordingReporter())
+        assert seen["Linear"] == torch.bfloat16
+        seen.clear()
+        run_trial(tiny_config("classification", "precision=fp32", "optim.max_steps=2"), RecordingReporter())
+        assert seen["Linear"] == torch.float32
+    finally:
+        hook.remove()
