@@ -43,6 +43,15 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _label(p: psutil.Process) -> str:
+    """A process's role: Ray names its workers and dashboard modules in argv[0] (ray::..., ray-dashboard-...)."""
+    cmd = p.cmdline()
+    first = Path(cmd[0]).name if cmd else p.name()
+    if first.startswith("python") and len(cmd) > 1:
+        first = " ".join(Path(c).name for c in cmd[1:3])
+    return first.split(" (")[0][:60]
+
+
 class Monitor(threading.Thread):
     """Samples one process tree: (time, tree CPU-s, tree RSS bytes, machine busy CPU-s)."""
 
@@ -51,11 +60,12 @@ class Monitor(threading.Thread):
         self.root = psutil.Process(pid)
         self.cpu: dict[int, float] = {}  # last CPU time seen per pid (ended processes keep theirs)
         self.samples: list[tuple[float, float, int, float]] = []
+        self.at_peak: list[tuple[str, int]] = []  # (process, RSS bytes) in the sample with the largest sum
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            rss = 0
+            each: list[tuple[str, int]] = []
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
@@ -65,9 +75,12 @@ class Monitor(threading.Thread):
                     with p.oneshot():
                         t = p.cpu_times()
                         self.cpu[p.pid] = t.user + t.system
-                        rss += p.memory_info().rss
+                        each.append((_label(p), p.memory_info().rss))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
+            rss = sum(b for _, b in each)
+            if rss > sum(b for _, b in self.at_peak):
+                self.at_peak = sorted(each, key=lambda e: -e[1])
             self.samples.append((time.time(), sum(self.cpu.values()), rss, _machine_busy()))
             self.stop.wait(0.5)
 
@@ -82,6 +95,7 @@ class Monitor(threading.Thread):
             "cpu_s": own,
             "peak_gib": max(s[2] for s in inside) / 2**30,
             "foreign_cpu_share": max(0.0, machine - own) / (os.cpu_count() or 1) / wall,
+            "at_peak_mb": [(name, round(b / 2**20)) for name, b in self.at_peak],
         }
 
 

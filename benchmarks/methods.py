@@ -75,6 +75,8 @@ def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
     result = run_sweep(spec, echo=lambda line: None)
     client = MlflowClient(tracking_uri=result.tracking_uri)
     trials, evals = [], []
+    losses: dict[int, dict[int, float]] = {}  # per trial, val_loss per step (to study pruning rules)
+    params: dict[int, dict[str, Any]] = {}
     runs = {
         r.data.tags.get("ray.trial_id"): r
         for r in client.search_runs([client.get_experiment_by_name("sst2").experiment_id])
@@ -84,6 +86,8 @@ def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
         if run is not None:
             for m in client.get_metric_history(run.info.run_id, "val_accuracy"):
                 evals.append((m.timestamp / 1000, rec.number, m.step, m.value))
+            losses[rec.number] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+            params[rec.number] = rec.params
         timings = rec.outcome.timings if rec.outcome is not None else None
         trials.append(
             {
@@ -105,6 +109,8 @@ def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
         "best_val": best.value if best else None,
         "test_acc": (result.test_metrics or {}).get("test_accuracy"),
         "note": "",
+        "val_loss": losses,
+        "params": params,
     }
 
 

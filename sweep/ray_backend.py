@@ -71,8 +71,9 @@ def trainable(config: dict[str, Any]) -> None:
     """
     from sweep.space import compose
     from trainers.config import ConfigError, trial_config_from_dict
-    from trainers.loop import run_trial
+    from trainers.loop import release_memory, run_trial
 
+    release_memory()  # what the worker's previous trial left, also when it was stopped (pruned)
     output_dir = str(Path(config["models_dir"]) / tune.get_context().get_trial_id()) if config["models_dir"] else None
     try:
         cfg = trial_config_from_dict(compose(config["template"], config["params"], output_dir))
@@ -90,6 +91,7 @@ def trainable(config: dict[str, Any]) -> None:
             raise  # other trials share the device: transient, Ray runs it again (budget.max_retries)
         else:
             final = TrialFailure(status="oom", error=error, kind="oom").model_dump_json()
+    release_memory()  # this worker runs the next trial (reuse_actors)
     tune.report({OUTCOME_KEY: final, **_placement()})
 
 

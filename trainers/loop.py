@@ -291,6 +291,23 @@ def _save(model: torch.nn.Module, prep: _Prepared, output_dir: str) -> str:
     return str(path)
 
 
+def release_memory() -> None:
+    """Give a finished trial's memory back to the OS, in a process that runs more trials (a reused Ray
+    worker): collect the model's reference cycles, then have glibc return its freed pages. Each trial
+    runs in a new thread there, whose malloc arena keeps freed pages: without this a worker grew by
+    ~200 MB per trial (2.2 GB after six SST-2 trials; 1.4 GB with it)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
