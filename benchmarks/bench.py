@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.methods import METHODS
+from benchmarks.methods import METHODS, VARIANTS
 from benchmarks.task import SIZES, TARGET_ACC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,22 +193,35 @@ def table(runs: list[dict[str, Any]], methods: list[str]) -> str:
 
 
 def ratios(runs: list[dict[str, Any]]) -> list[str]:
-    """Our median wall and CPU against the fastest baseline's, measured in this run."""
-    med = {
-        m: {k: statistics.median([r[k] for r in runs if r["method"] == m]) for k in ("wall_s", "cpu_s", "best_val")}
-        for m in {r["method"] for r in runs}
-    }
+    """Our median wall and CPU against the fastest baseline's, and each speed-up's before/after (a
+    variant that takes it back), all measured in this run."""
+    keys = ("wall_s", "cpu_s", "peak_gib", "best_val", "test_acc", "steps")
+
+    def median(method: str, key: str) -> float:
+        values = [r[key] for r in runs if r["method"] == method and r.get(key) is not None]
+        return statistics.median(values) if values else float("nan")
+
+    med = {m: {k: median(m, k) for k in keys} for m in {r["method"] for r in runs}}
     ours = med.get("finetune-sweep")
-    baselines = {m: v for m, v in med.items() if m != "finetune-sweep"}
-    if not ours or not baselines:
-        return []
-    fastest = min(baselines, key=lambda m: baselines[m]["wall_s"])
-    best_val = max(v["best_val"] for v in baselines.values())
-    return [
-        f"finetune-sweep / fastest baseline ({fastest}): wall {ours['wall_s'] / baselines[fastest]['wall_s']:.2f}x, "
-        f"CPU-s {ours['cpu_s'] / baselines[fastest]['cpu_s']:.2f}x (target <= 0.5x both)",
-        f"median best val: finetune-sweep {ours['best_val']:.3f}, best baseline {best_val:.3f}",
-    ]
+    baselines = {m: v for m, v in med.items() if not m.startswith("finetune-sweep")}
+    lines = []
+    if ours and baselines:
+        fastest = min(baselines, key=lambda m: baselines[m]["wall_s"])
+        best_val = max(v["best_val"] for v in baselines.values())
+        lines += [
+            f"- finetune-sweep / fastest baseline ({fastest}): wall {ours['wall_s'] / baselines[fastest]['wall_s']:.2f}x, "
+            f"CPU-s {ours['cpu_s'] / baselines[fastest]['cpu_s']:.2f}x (target <= 0.5x both)",
+            f"- median best val: finetune-sweep {ours['best_val']:.3f}, best baseline {best_val:.3f}",
+        ]
+    for name, before in sorted(med.items()):
+        if ours and name in VARIANTS:
+            lines.append(
+                f"- speed-up taken back in {name}: wall {before['wall_s']:.0f} -> {ours['wall_s']:.0f} s "
+                f"({ours['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {ours['cpu_s']:.0f}, "
+                f"steps {before['steps']:.0f} -> {ours['steps']:.0f}, best val {before['best_val']:.3f} -> "
+                f"{ours['best_val']:.3f}, test {before['test_acc']:.3f} -> {ours['test_acc']:.3f}"
+            )
+    return lines
 
 
 def machine() -> str:
@@ -236,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(SIZES), default="full")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS + list(VARIANTS),
+        default=METHODS,
+        help=f"also: {', '.join(VARIANTS)} (finetune-sweep with one speed-up taken back: before/after)",
+    )
     parser.add_argument("--readme", action="store_true", help="write the table into README.md's Performance section")
     args = parser.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

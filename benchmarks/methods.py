@@ -27,6 +27,12 @@ from typing import Any
 from benchmarks.task import LAYERS, LOSSES, LR_HIGH, LR_LOW, RANKS, SIZES, Size, load, write_tsv
 
 METHODS = ["finetune-sweep", "random", "ray-asha", "hf-trainer"]
+# finetune-sweep with one speed-up taken back (spec overrides), for before/after in the same run
+VARIANTS = {
+    "finetune-sweep/fp32": ["trial.precision=fp32"],  # before: no bf16 autocast
+    # before: the median pruner on the objective (accuracy) from the second evaluation
+    "finetune-sweep/acc-pruner": ["pruner.metric=null", "pruner.warmup_steps={grace}"],
+}
 
 
 def _env() -> None:
@@ -44,7 +50,7 @@ def _env() -> None:
 # --- finetune-sweep --------------------------------------------------------------------------------
 
 
-def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
+def run_finetune_sweep(seed: int, size: Size, work: Path, variant: list[str] | None = None) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from sweep.runner import run_sweep
@@ -65,10 +71,11 @@ def run_finetune_sweep(seed: int, size: Size, work: Path) -> dict[str, Any]:
             f"trial.eval.eval_every_steps={size.eval_every}",
             f"budget.num_trials={size.num_trials}",
             f"sampler.seed={seed}",
-            f"pruner.warmup_steps={size.grace}",
+            f"pruner.warmup_steps={size.eval_every}",  # the spec's 20: prunable from the first evaluation
             f"execution.runs_dir={work / 'runs'}",
             f"tracking.uri=sqlite:///{work}/mlflow.db",
             "execution.verdict=false",
+            *(o.format(grace=size.grace) for o in variant or []),
         ],
     )
     t0 = time.time()
@@ -355,14 +362,14 @@ def main() -> None:
     size = SIZES[size_name]
     with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as tmp:
         work = Path(tmp)
-        if method == "finetune-sweep":
-            result = run_finetune_sweep(seed, size, work)
+        if method == "finetune-sweep" or method in VARIANTS:
+            result = run_finetune_sweep(seed, size, work, VARIANTS.get(method))
         elif method in ("random", "ray-asha"):
             result = run_ray(seed, size, work, asha=method == "ray-asha")
         elif method == "hf-trainer":
             result = run_hf(seed, size, work)
         else:
-            raise SystemExit(f"method: {method!r} is not one of {METHODS}")
+            raise SystemExit(f"method: {method!r} is not one of {METHODS + list(VARIANTS)}")
     out.write_text(json.dumps({"method": method, "seed": seed, "size": size_name, **result}))
 
 

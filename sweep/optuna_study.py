@@ -27,6 +27,7 @@ RAY_ID_ATTR = "ray_trial_id"
 STATUS_ATTR = "status"
 RETRY_OF_ATTR = "rerun_of"  # a killed trial's configuration, queued again on resume
 OWNER_ATTR = "sweep_run"  # the MLflow parent run of the sweep that asked the trial (a study may be shared)
+PRUNING_CURVE_ATTR = "pruning_curve"  # {step: value} of the pruner's metric, when it is not the objective
 
 
 def is_shared(storage: str | None) -> bool:
@@ -95,6 +96,57 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+class PruningJudge:
+    """Optuna's pruner on a metric other than the objective (``pruner.metric``, e.g. val_loss in a sweep
+    that maximizes accuracy): an in-memory study in that metric's direction, with the same pruner, holds
+    one shadow trial per running trial. Each trial's curve of the metric is also kept on its own Optuna
+    trial (``pruning_curve``), so a resumed sweep's judge starts knowing the trials already ended."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, direction: str) -> None:
+        self.study = optuna.create_study(direction=direction, pruner=pruner)
+        self._trials: dict[str, optuna.Trial] = {}
+        self.curves: dict[str, dict[int, float]] = {}
+
+    def add_ended(self, curve: Mapping[Any, float], state: TrialState) -> None:
+        """A trial that ended before this judge existed (resume)."""
+        steps = {int(step): float(value) for step, value in curve.items()}
+        if not steps or state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return
+        last = steps[max(steps)]
+        value = last if state == TrialState.COMPLETE else None
+        self.study.add_trial(optuna.trial.create_trial(state=state, value=value, intermediate_values=steps))
+
+    def report(self, ray_id: str, value: float, step: int) -> bool:
+        """Record the value; True when the pruner says the trial should stop."""
+        if ray_id not in self._trials:
+            self._trials[ray_id] = self.study.ask()
+            self.curves[ray_id] = {}
+        self._trials[ray_id].report(value, step)
+        self.curves[ray_id][step] = value
+        return self._trials[ray_id].should_prune()
+
+    def end(self, ray_id: str, state: TrialState) -> None:
+        trial = self._trials.pop(ray_id, None)
+        curve = self.curves.pop(ray_id, {})
+        if trial is None:
+            return
+        if state == TrialState.COMPLETE and curve:
+            self.study.tell(trial, curve[max(curve)])
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED if state == TrialState.PRUNED else TrialState.FAIL)
+
+
+def pruning_judge(spec: SweepSpec, last_step: int) -> PruningJudge | None:
+    """A judge when the pruner compares trials on another metric (or direction) than the objective's;
+    None when the study's own pruner judges the objective (or Ray's ASHA judges)."""
+    from sweep.pruners import AshaPruner
+
+    metric, direction = spec.pruner.judged(spec.objective.metric, spec.objective.direction)
+    if isinstance(spec.pruner, AshaPruner) or (metric, direction) == (spec.objective.metric, spec.objective.direction):
+        return None
+    return PruningJudge(spec.pruner.build(last_step), direction)
+
+
 @dataclass(frozen=True)
 class PriorTrial:
     """A trial an earlier (interrupted) run of the sweep already ended."""
@@ -114,12 +166,21 @@ class StudyBridge:
     """
 
     def __init__(
-        self, study: optuna.Study, space: Mapping[str, Param], owner: str | None = None, shared: bool = False
+        self,
+        study: optuna.Study,
+        space: Mapping[str, Param],
+        owner: str | None = None,
+        shared: bool = False,
+        judge: PruningJudge | None = None,
     ) -> None:
         self.study = study
         self.space = space
         self.owner = owner
         self.shared = shared
+        self.judge = judge  # None: the study's own pruner judges the objective's values
+        if judge is not None:
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+                judge.add_ended(t.user_attrs.get(PRUNING_CURVE_ATTR, {}), t.state)
         self._trials: dict[str, optuna.Trial] = {}
         self._params: dict[str, dict[str, Any]] = {}
         self._pruned: set[str] = set()
@@ -168,19 +229,25 @@ class StudyBridge:
         trial = self._trials.get(ray_id)
         return trial.number if trial is not None else None
 
-    def report(self, ray_id: str, value: float, step: int) -> bool:
-        """Pass an intermediate value to the study; True (and marked pruned) when the pruner says stop."""
+    def report(self, ray_id: str, value: float, step: int, judged: float | None = None) -> bool:
+        """Pass an intermediate value of the objective to the study; True (and marked pruned) when the
+        pruner says stop. With a judge, ``judged`` (the pruner's metric) decides instead."""
         trial = self._trials.get(ray_id)
         if trial is None:
             log.debug("report for unknown trial %s ignored", ray_id)
             return False
-        if not math.isfinite(value):
-            return False
-        trial.report(value, step)
-        if trial.should_prune():
+        if math.isfinite(value):
+            trial.report(value, step)
+        if self.judge is None:
+            prune = math.isfinite(value) and trial.should_prune()
+        else:
+            if judged is None or not math.isfinite(judged):
+                return False
+            prune = self.judge.report(ray_id, judged, step)
+            trial.set_user_attr(PRUNING_CURVE_ATTR, {str(k): v for k, v in self.judge.curves[ray_id].items()})
+        if prune:
             self.mark_pruned(ray_id)
-            return True
-        return False
+        return prune
 
     def mark_pruned(self, ray_id: str) -> None:
         """The trial is being stopped by a pruning decision (ours, or Ray's ASHA)."""
@@ -209,6 +276,8 @@ class StudyBridge:
         if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             state = TrialState.FAIL  # completed without a usable objective: never a candidate for best
         self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        if self.judge is not None:
+            self.judge.end(ray_id, state)
 
     def prior_trials(self) -> list[PriorTrial]:
         """Trials an earlier (interrupted) run of this sweep already ended, for resume."""

@@ -14,6 +14,8 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from trainers.config import Section, TrialConfig
 
+LOWER_IS_BETTER = ("loss", "perplexity", "error", "mse", "mae", "rmse")
+
 
 class BasePruner(Section):
     kind: str
@@ -22,12 +24,34 @@ class BasePruner(Section):
         """The Optuna pruner; ``last_step`` is the largest step a trial of the sweep reports."""
         raise NotImplementedError
 
+    def judged(self, objective: str, objective_direction: str) -> tuple[str, str]:
+        """The metric this pruner compares trials on, and its direction: the objective's by default."""
+        return objective, objective_direction
+
     def problems(self, template: TrialConfig, last_step: int | None) -> list[str]:
         """What this pruner needs from the trials; ``last_step`` is None until the data is read."""
         return []
 
 
-class _RungPruner(BasePruner):
+class _JudgesAMetric(BasePruner):
+    metric: str | None = Field(
+        None,
+        description="The reported metric trials are compared on; None = the objective's. Validation loss "
+        "separates trials that learn from those that do not steps before accuracy moves off the majority "
+        "class, so `metric: val_loss` can prune at the first evaluation.",
+    )
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="Of ``metric``; None = minimize for losses and errors, maximize otherwise."
+    )
+
+    def judged(self, objective: str, objective_direction: str) -> tuple[str, str]:
+        if self.metric is None or self.metric == objective:
+            return objective, self.direction or objective_direction
+        lower = any(word in self.metric.lower() for word in LOWER_IS_BETTER)
+        return self.metric, self.direction or ("minimize" if lower else "maximize")
+
+
+class _RungPruner(_JudgesAMetric):
     min_resource: PositiveInt = Field(1, description="The first rung, in reported steps.")
     reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of the trials at each rung.")
 
@@ -40,7 +64,7 @@ class _RungPruner(BasePruner):
         return []
 
 
-class MedianPruner(BasePruner):
+class MedianPruner(_JudgesAMetric):
     """Prune a trial whose value is worse than the median of earlier trials at the same step."""
 
     kind: Literal["median"] = "median"
@@ -51,7 +75,7 @@ class MedianPruner(BasePruner):
         return optuna.pruners.MedianPruner(n_startup_trials=self.num_startup_trials, n_warmup_steps=self.warmup_steps)
 
 
-class PercentilePruner(BasePruner):
+class PercentilePruner(_JudgesAMetric):
     """Prune a trial below the given percentile of earlier trials at the same step."""
 
     kind: Literal["percentile"] = "percentile"

@@ -138,12 +138,11 @@ class OptunaSearcher(_DriverOnly, Searcher):
         """See ``save``; a resumed sweep re-opens the study instead."""
 
 
-def _check_metric(result: Mapping[str, Any], metric: str) -> None:
+def _check_metric(result: Mapping[str, Any], metric: str, field: str = "objective.metric") -> None:
     if metric not in result:
         shown = sorted(k for k in result if k.startswith(("val_", "train_")))
         raise SweepError(
-            f"objective.metric: '{metric}' is not in the trial's report (it has {shown}); "
-            f"set objective.metric to one of them"
+            f"{field}: '{metric}' is not in the trial's report (it has {shown}); set {field} to one of them"
         )
 
 
@@ -158,16 +157,19 @@ class OptunaPruningScheduler(_DriverOnly, FIFOScheduler):
 
     _driver_only = ("bridge",)
 
-    def __init__(self, bridge: Bridge, objective: str) -> None:
+    def __init__(self, bridge: Bridge, objective: str, judged: str | None = None) -> None:
         super().__init__()
         self.bridge = bridge
         self.objective = objective  # Ray's `metric` is a read-only property
+        self.judged = judged or objective  # the pruner's metric (pruner.metric, else the objective)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if OUTCOME_KEY in result:
             return TrialScheduler.CONTINUE
         _check_metric(result, self.objective)
-        prune = self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
+        _check_metric(result, self.judged, "pruner.metric")
+        step = int(result[STEP_KEY])
+        prune = self.bridge.report(trial.trial_id, float(result[self.objective]), step, float(result[self.judged]))
         if prune and not _is_last(trial, result):
             return TrialScheduler.STOP
         self.bridge.clear_pruned(trial.trial_id)
@@ -179,17 +181,27 @@ class RecordingASHA(_DriverOnly, ASHAScheduler):
 
     _driver_only = ("bridge",)
 
-    def __init__(self, bridge: Bridge, objective: str, mode: str, max_t: int, grace: int, factor: int) -> None:
+    def __init__(
+        self, bridge: Bridge, objective: str, mode: str, max_t: int, grace: int, factor: int, judged: str | None = None
+    ) -> None:
+        """ASHA compares trials on ``judged`` (pruner.metric, else the objective) in ``mode``."""
         super().__init__(
-            time_attr=STEP_KEY, metric=objective, mode=mode, max_t=max_t, grace_period=grace, reduction_factor=factor
+            time_attr=STEP_KEY,
+            metric=judged or objective,
+            mode=mode,
+            max_t=max_t,
+            grace_period=grace,
+            reduction_factor=factor,
         )
         self.bridge = bridge
         self.objective = objective
+        self.judged = judged or objective
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if OUTCOME_KEY in result:
             return TrialScheduler.CONTINUE
         _check_metric(result, self.objective)
+        _check_metric(result, self.judged, "pruner.metric")
         self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
         self.bridge.clear_pruned(trial.trial_id)  # Optuna's own pruner is not the judge here
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -393,14 +405,20 @@ def run_tuner(
     ``max_last_step`` is the largest step any trial of the space reports (ASHA's max_t).
     """
     objective = spec.objective.metric
-    mode = "min" if spec.objective.direction == "minimize" else "max"
+    judged, judged_direction = spec.pruner.judged(objective, spec.objective.direction)
     scheduler: TrialScheduler
     if isinstance(spec.pruner, AshaPruner):
         scheduler = RecordingASHA(
-            bridge, objective, mode, max_last_step, spec.pruner.min_resource, spec.pruner.reduction_factor
+            bridge,
+            objective,
+            "min" if judged_direction == "minimize" else "max",
+            max_last_step,
+            spec.pruner.min_resource,
+            spec.pruner.reduction_factor,
+            judged=judged,
         )
     else:
-        scheduler = OptunaPruningScheduler(bridge, objective)
+        scheduler = OptunaPruningScheduler(bridge, objective, judged)
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
@@ -411,7 +429,7 @@ def run_tuner(
             "retry_oom": spec.budget.max_concurrent_trials > 1 and spec.budget.max_retries > 0,
         },
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearcher(bridge, mode, last_step_of),
+            search_alg=OptunaSearcher(bridge, "min" if spec.objective.direction == "minimize" else "max", last_step_of),
             scheduler=scheduler,
             num_samples=num_trials,
             max_concurrent_trials=spec.budget.max_concurrent_trials,

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class SweepPlan:
     fingerprints: dict[str, str]  # of the template's data and split
     max_last_step: int  # the largest step any trial of the space reports (ASHA's max_t, Hyperband's max)
     data_lines: list[str] = field(default_factory=list)  # rows per part and class balance, for `sweep validate`
+    num_train: int = 0  # training rows of the template's (first) fold
 
 
 STEP_PATHS = (
@@ -99,7 +100,74 @@ def preflight(spec: SweepSpec) -> SweepPlan:
     problems = spec.pruner.problems(spec.trial_config({}), max_last_step)
     if problems:
         raise SpecError(problems)
-    return SweepPlan(plan.fingerprints, max_last_step, plan.describe())
+    return SweepPlan(plan.fingerprints, max_last_step, plan.describe(), plan.num_train)
+
+
+_PLAN_MARK = "sweep-preflight-plan: "
+
+
+def preflight_apart(spec: SweepSpec) -> Callable[[], SweepPlan]:
+    """Start ``preflight`` in a child process; the returned function waits for its plan (raising
+    SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow, and never imports
+    torch or transformers for the sweep (the child does, and exits): ~350 MB less held while trials run."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from sweep.runner import _preflight_child; _preflight_child()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(spec.model_dump(mode="json")))  # a pipe: URL passwords never touch argv or disk
+    proc.stdin.close()
+
+    def plan() -> SweepPlan:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            out, err = proc.stdout.read(), proc.stderr.read()
+            proc.wait()
+        except BaseException:  # Ctrl-C: the child got it too; don't leave it behind
+            proc.kill()
+            raise
+        found = [ln.removeprefix(_PLAN_MARK) for ln in out.splitlines() if ln.startswith(_PLAN_MARK)]
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"preflight failed (exit {proc.returncode}):\n{secrets.mask(err[-4000:])}")
+        answer = json.loads(found[-1])
+        if "problems" in answer:
+            raise SpecError(answer["problems"])
+        return SweepPlan(**answer["plan"])
+
+    return plan
+
+
+def _preflight_child() -> None:
+    """``preflight_apart``'s child: the spec (JSON) on stdin, its plan (or its problems) on stdout."""
+    import dataclasses
+
+    spec = SweepSpec.model_validate(json.loads(sys.stdin.read()))
+    try:
+        answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec))}
+    except SpecError as exc:
+        answer = {"problems": exc.problems}
+    print(_PLAN_MARK + json.dumps(answer), flush=True)
+
+
+def _last_step_in_driver(spec: SweepSpec, plan: SweepPlan) -> Callable[[Mapping[str, Any]], int | None]:
+    """``last_step_of`` without reading the data or the model again (both checked by preflight for every
+    value of the space): torch stays out of the driver. A space over data or split reads them again."""
+    from trainers.config import ConfigError
+    from trainers.plan import last_step
+
+    if any(path.startswith(("data.", "split.")) for path in spec.space):
+        return lambda params: last_step_of(spec, params)
+
+    def of(params: Mapping[str, Any]) -> int | None:
+        try:
+            return last_step(spec.trial_config(params), plan.num_train)
+        except ConfigError:
+            return None
+
+    return of
 
 
 def _max_last_step(spec: SweepSpec, template_last: int) -> int:
@@ -141,8 +209,10 @@ def _code_version() -> str:
 
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
     """The whole sweep. Spec and data are checked before Ray starts (SpecError)."""
-    plan = preflight(spec)
-    from sweep import optuna_study, ray_backend
+    planned = preflight_apart(spec)
+    from sweep import optuna_study, ray_backend, tracking  # noqa: F401  (imported while the child checks)
+
+    plan = planned()
 
     started = time.time()
     # URL passwords are masked in everything stored or shown (sweep.secrets); checked before anything is written
@@ -159,7 +229,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     shared = optuna_study.is_shared(spec.execution.storage)
     owner = recorder.parent_id
     study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
-    bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared)
+    judge = optuna_study.pruning_judge(spec, plan.max_last_step)
+    bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
     for prior in bridge.prior_trials():  # resume: what the interrupted run already did
@@ -198,7 +269,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                         observer,
                         num_trials=num_trials,
                         max_last_step=plan.max_last_step,
-                        last_step_of=lambda params: last_step_of(spec, params),
+                        last_step_of=_last_step_in_driver(spec, plan),
                         run_dir=run_dir,
                         models_dir=models.models_dir,
                     )

@@ -57,9 +57,18 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
         + [{"method": "hf-trainer", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (100, 110, 120)]
         + [{"method": "random", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (200, 210, 220)]
     )
+    for r in runs:
+        r |= {"steps": 1000, "test_acc": 0.8, "peak_gib": 2.0}
+    variant = {"wall_s": 80, "cpu_s": 160, "best_val": 0.84, "steps": 1500, "test_acc": 0.79, "peak_gib": 2.0}
+    runs.append({"method": "finetune-sweep/fp32", **variant})
     lines = ratios(runs)
-    assert lines[0].startswith("finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
+    # the variant (finetune-sweep with a speed-up taken back) is not a baseline
+    assert lines[0].startswith("- finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
     assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
+    assert lines[2] == (
+        "- speed-up taken back in finetune-sweep/fp32: wall 80 -> 50 s (0.62x), CPU-s 160 -> 100, "
+        "steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800"
+    )
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
     assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")
     assert [ln.split("|")[1].strip() for ln in text.splitlines()[2:]] == ["finetune-sweep", "random", "hf-trainer"]

@@ -283,3 +283,61 @@ def test_in_a_sweeps_own_study_unmarked_trials_predate_owners_and_are_its():
     StudyBridge(study, spec.space).ask("old")  # a study written before owners were recorded
     resumed = StudyBridge(study, spec.space, owner="run-a", shared=False)
     assert [p.status for p in resumed.prior_trials()] == [TrialStatus.KILLED]
+
+
+def _judged_spec(**pruner):
+    return _spec(
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        pruner={"kind": "median", "num_startup_trials": 1, "warmup_steps": 0, **pruner},
+    )
+
+
+def test_a_pruner_on_val_loss_stops_a_trial_that_ties_on_accuracy_but_learns_nothing(tmp_path):
+    """At step 20 every trial sits at the majority-class accuracy; only the validation loss tells the
+    one that learns from the one that does not."""
+    from sweep.optuna_study import pruning_judge
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    by_accuracy = _bridge(_judged_spec())
+    spec = _judged_spec(metric="val_loss")
+    assert pruning_judge(_judged_spec(), 30) is None  # the objective's own pruner: no judge
+    bridge = StudyBridge(open_study(spec, url, "s", 30), spec.space, judge=pruning_judge(spec, 30))
+    for b in (by_accuracy, bridge):
+        b.ask("learns")
+        assert not b.report("learns", 0.56, 20, 0.64)
+        assert not b.report("learns", 0.80, 40, 0.45)
+        b.tell("learns", TrialStatus.COMPLETED, 0.80)
+        b.ask("flat")
+    assert not by_accuracy.report("flat", 0.56, 20, 0.69)  # a tie on accuracy: never pruned
+    assert bridge.report("flat", 0.56, 20, 0.69)  # worse loss than the median: pruned at step 20
+    assert bridge.was_pruned("flat")
+    bridge.tell("flat", TrialStatus.PRUNED, None)
+    trials = bridge.study.trials
+    assert trials[1].state == TrialState.PRUNED
+    assert trials[0].intermediate_values == {20: 0.56, 40: 0.80}  # the study keeps the objective's curve
+    assert trials[0].user_attrs["pruning_curve"] == {"20": 0.64, "40": 0.45}
+    # resume: a new judge knows the ended trials from their curves, so it prunes at once
+    again = StudyBridge(open_study(spec, url, "s", 30), spec.space, judge=pruning_judge(spec, 30))
+    again.ask("late")
+    assert again.report("late", 0.56, 20, 0.70)
+    assert not again.report("late2", 0.56, 20, 0.70)  # not asked: ignored
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [
+        ({}, ("val_accuracy", "maximize")),
+        ({"metric": "val_loss"}, ("val_loss", "minimize")),
+        ({"metric": "val_f1"}, ("val_f1", "maximize")),
+        ({"metric": "val_perplexity", "direction": "maximize"}, ("val_perplexity", "maximize")),
+    ],
+)
+def test_the_pruners_metric_and_its_direction(pruner, expected):
+    assert _judged_spec(**pruner).pruner.judged("val_accuracy", "maximize") == expected
+
+
+def test_pruners_without_a_metric_refuse_one():
+    from sweep.spec import SpecError
+
+    with pytest.raises(SpecError, match="pruner.metric: not a setting of pruner kind 'none'"):
+        _spec(pruner={"kind": "none", "metric": "val_loss"})

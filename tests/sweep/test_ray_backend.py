@@ -193,3 +193,40 @@ def test_ray_errors_are_classified():
     assert (lost.status, lost.kind) == ("failed", "worker_lost") and lost.error.startswith("worker lost: ")
     assert _failure(None, timed_out=True).status == "timeout"
     assert _failure(ValueError("x"), timed_out=False).kind == "exception"
+
+
+def test_asha_can_judge_another_metric_than_the_objective():
+    """ASHA on val_loss (lower is better) in a sweep that maximizes accuracy: the trials tie on accuracy,
+    and the one whose loss is worse stops at the first rung; the study keeps the accuracies."""
+    spec = _spec(
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        pruner={"kind": "asha", "min_resource": 10, "reduction_factor": 2, "metric": "val_loss"},
+    )
+    bridge = _bridge(spec)
+    asha = RecordingASHA(bridge, "val_accuracy", "min", max_t=30, grace=10, factor=2, judged="val_loss")
+    decisions = {}
+    for key, loss in (("a", 0.60), ("b", 0.69)):
+        bridge.ask(key)
+        asha.on_trial_add(None, _trial(key))
+        decisions[key] = asha.on_trial_result(None, _trial(key), {"val_accuracy": 0.56, "val_loss": loss, "step": 10})
+    assert decisions == {"a": "CONTINUE", "b": "STOP"}
+    assert bridge.was_pruned("b") and bridge.study.trials[1].intermediate_values == {10: 0.56}
+    with pytest.raises(SweepError, match=r"pruner.metric: 'val_loss' is not in the trial's report"):
+        asha.on_trial_result(None, _trial("a"), {"val_accuracy": 0.6, "step": 20})
+
+
+def test_the_median_scheduler_passes_the_judged_metric():
+    from sweep.optuna_study import StudyBridge, pruning_judge
+
+    spec = _spec(
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        pruner={"kind": "median", "num_startup_trials": 1, "metric": "val_loss"},
+    )
+    study = optuna.create_study(direction="maximize", pruner=spec.pruner.build(30))
+    bridge = StudyBridge(study, spec.space, judge=pruning_judge(spec, 30))
+    scheduler = OptunaPruningScheduler(bridge, "val_accuracy", "val_loss")
+    bridge.ask("a")
+    scheduler.on_trial_result(None, _trial("a"), {"val_accuracy": 0.56, "val_loss": 0.6, "step": 10})
+    bridge.tell("a", TrialStatus.COMPLETED, 0.56)
+    bridge.ask("b")
+    assert scheduler.on_trial_result(None, _trial("b"), {"val_accuracy": 0.56, "val_loss": 0.7, "step": 10}) == "STOP"

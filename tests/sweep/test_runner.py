@@ -223,3 +223,32 @@ def test_a_tie_goes_to_the_lower_trial_number_in_any_finishing_order(observed):
     for rec in sorted(book.trials.values(), key=lambda r: r.number):
         again.add_prior(rec)
     assert again.best is book.trials["a"]
+
+
+def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
+    """run_sweep checks the spec in a child process: same plan, same one-line problems, and the driver
+    (here a fresh interpreter) holds no torch or transformers afterwards."""
+    import subprocess
+    import sys
+
+    from sweep.runner import _last_step_in_driver, last_step_of, preflight_apart
+
+    spec = _plan_spec(space={"optim.batch_size": {"type": "categorical", "choices": [8, 16]}})
+    plan = preflight_apart(spec)()
+    assert plan == preflight(spec)
+    assert plan.num_train == 192
+    of = _last_step_in_driver(spec, plan)
+    assert [of({"optim.batch_size": b}) for b in (8, 16)] == [
+        last_step_of(spec, {"optim.batch_size": b}) for b in (8, 16)
+    ]
+    assert of({"optim.batch_size": 16}) == 12
+    with pytest.raises(SpecError) as err:
+        preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}))()
+    assert err.value.problems[0].startswith("pruner.min_resource: 30 > 24")
+    code = (
+        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight_apart; "
+        "spec = validate_spec({'name': 'p', 'trial': {'model': {'name_or_path': 'tiny-bert'}}}); "
+        "print(preflight_apart(spec)().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["60", "False", "False"]
