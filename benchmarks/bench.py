@@ -137,9 +137,11 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
             if t <= reached[0]:
                 last[trial] = max(last.get(trial, 0), step)
         steps_to = sum(last.values())
-    trial_wall = sum(t["wall_s"] or 0 for t in trials)
-    train = sum(t["train_s"] or 0 for t in trials)
-    evaluation = sum(t["eval_s"] or 0 for t in trials)
+    # shares over the trials that returned their timings (a trial Ray stops when pruned returns none)
+    timed = [t for t in trials if t.get("train_s")]
+    trial_wall = sum(t["wall_s"] or 0 for t in timed)
+    train = sum(t["train_s"] for t in timed)
+    evaluation = sum(t["eval_s"] or 0 for t in timed)
     firsts = [t["first_step_at"] for t in trials if t.get("first_step_at")]
     return {
         "wall_s": wall,

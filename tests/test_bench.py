@@ -41,6 +41,14 @@ def test_summarize_reads_the_task_metrics_off_one_record():
     assert s["first_step_s"] == 4
 
 
+def test_shares_count_only_trials_that_returned_their_timings():
+    r = _record()
+    r["trials"].append({"trial": 2, "last_step": 20, "train_s": 0.0, "eval_s": 0.0, "wall_s": 15})  # pruned by Ray
+    s = summarize(r)
+    assert s["steps"] == 180 and s["stopped_early"] == 2
+    assert s["other_share"] == pytest.approx(15 / 80)
+
+
 def test_a_sweep_that_never_reaches_the_target_says_so():
     r = _record()
     r["evals"] = [(t, trial, step, min(acc, 0.8)) for t, trial, step, acc in r["evals"]]
