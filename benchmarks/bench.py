@@ -218,7 +218,7 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
     for name, before in sorted(med.items()):
         if ours and name in VARIANTS:
             lines.append(
-                f"- speed-up taken back in {name}: wall {before['wall_s']:.0f} -> {ours['wall_s']:.0f} s "
+                f"- {name} -> finetune-sweep: peak {before['peak_gib']:.2f} -> {ours['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {ours['wall_s']:.0f} s "
                 f"({ours['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {ours['cpu_s']:.0f}, "
                 f"steps {before['steps']:.0f} -> {ours['steps']:.0f}, best val {before['best_val']:.3f} -> "
                 f"{ours['best_val']:.3f}, test {before['test_acc']:.3f} -> {ours['test_acc']:.3f}"
@@ -258,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         default=METHODS,
         help=f"also: {', '.join(VARIANTS)} (finetune-sweep with one speed-up taken back: before/after)",
     )
+    parser.add_argument("--all", action="store_true", help="every method and every variant")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md's Performance section")
     args = parser.parse_args(argv)
+    if args.all:
+        args.methods = METHODS + list(VARIANTS)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = RESULTS / f"{args.size}-{stamp}"
     out_dir.mkdir(parents=True)

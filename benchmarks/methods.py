@@ -32,6 +32,8 @@ VARIANTS = {
     "finetune-sweep/fp32": ["trial.precision=fp32"],  # before: no bf16 autocast
     # before: the median pruner on the objective (accuracy) from the second evaluation
     "finetune-sweep/acc-pruner": ["pruner.metric=null", "pruner.warmup_steps={grace}"],
+    # not a speed-up: what Ray's dashboard (on by default, ~10 processes) costs in memory
+    "finetune-sweep/no-dashboard": ["execution.dashboard=false"],
 }
 
 

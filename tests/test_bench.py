@@ -74,7 +74,7 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
     assert lines[0].startswith("- finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
     assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
     assert lines[2] == (
-        "- speed-up taken back in finetune-sweep/fp32: wall 80 -> 50 s (0.62x), CPU-s 160 -> 100, "
+        "- finetune-sweep/fp32 -> finetune-sweep: peak 2.00 -> 2.00 GiB, wall 80 -> 50 s (0.62x), CPU-s 160 -> 100, "
         "steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800"
     )
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
