@@ -106,10 +106,16 @@ def preflight(spec: SweepSpec) -> SweepPlan:
 _PLAN_MARK = "sweep-preflight-plan: "
 
 
-def preflight_apart(spec: SweepSpec) -> Callable[[], SweepPlan]:
+def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> Callable[[], SweepPlan]:
     """Start ``preflight`` in a child process; the returned function waits for its plan (raising
     SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow, and never imports
-    torch or transformers for the sweep (the child does, and exits): ~350 MB less held while trials run."""
+    torch or transformers for the sweep (the child does, and exits): ~350 MB less held while trials run.
+
+    ``apart=None``: in a child unless this process has torch already (a notebook, tests), where checking
+    here costs no memory and saves the child's imports."""
+    if apart is False or (apart is None and "torch" in sys.modules):
+        here = preflight(spec)
+        return lambda: here
     proc = subprocess.Popen(
         [sys.executable, "-c", "from sweep.runner import _preflight_child; _preflight_child()"],
         stdin=subprocess.PIPE,

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from trainers.config import ConfigError, DataConfig, SplitConfig
 from trainers.tasks import get_task
@@ -314,6 +313,8 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     given validation or test file (``data.val_path`` / ``data.test_path``) are that part as they are."""
     if rows.given:
         return _given_splits(rows, cfg)
+    from sklearn.model_selection import train_test_split  # 1.3 s of imports: only where a split is made
+
     n = len(rows)
     idx = np.arange(n)
     stratify = rows.targets if get_task(rows.task).stratify else None
@@ -426,6 +427,8 @@ def _check_stratified(rows: Rows, cfg: SplitConfig) -> None:
 
 
 def _kfold(rest: np.ndarray, y: np.ndarray | None, k: int, seed: int) -> list[Fold]:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     if y is not None:
         counts = np.bincount(y)
         smallest = int(counts[counts > 0].min())

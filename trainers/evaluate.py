@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 
 from trainers.data import Encoded
 from trainers.losses import IGNORE_INDEX
@@ -124,6 +123,8 @@ def evaluate_classification(
     device: torch.device,
     batch_size: int,
 ) -> dict[str, float]:
+    from sklearn.metrics import f1_score  # imported at the first evaluation, not before the first step
+
     logits, labels = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
     y_pred, y_true = logits.argmax(-1).numpy(), labels.numpy()
     recall = {f"val_recall_{c}": float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)}
