@@ -100,9 +100,10 @@ class Monitor(threading.Thread):
 
 
 def run_one(method: str, seed: int, size: str, out_dir: Path) -> dict[str, Any]:
-    out = out_dir / f"{method}-{seed}.json"
+    stem = f"{method.replace('/', '_')}-{seed}"  # a variant's name has a slash
+    out = out_dir / f"{stem}.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = (out_dir / f"{method}-{seed}.log").open("w")
+    log = (out_dir / f"{stem}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.methods", method, str(seed), size, str(out)],
         cwd=REPO,
@@ -117,10 +118,12 @@ def run_one(method: str, seed: int, size: str, out_dir: Path) -> dict[str, Any]:
     monitor.join()
     log.close()
     if rc != 0 or not out.is_file():
-        tail = (out_dir / f"{method}-{seed}.log").read_text()[-3000:]
+        tail = (out_dir / f"{stem}.log").read_text()[-3000:]
         raise SystemExit(f"{method} seed {seed} failed (exit {rc}):\n{tail}")
     result = json.loads(out.read_text())
-    return {**result, **summarize(result), **monitor.window(result["t0"], result["t_end"])}
+    measured = {**result, **summarize(result), **monitor.window(result["t0"], result["t_end"])}
+    out.write_text(json.dumps(measured))  # with the monitor's numbers: a later failure loses nothing
+    return measured
 
 
 def summarize(r: dict[str, Any]) -> dict[str, Any]:

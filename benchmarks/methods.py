@@ -362,7 +362,7 @@ def main() -> None:
     method, seed, size_name, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     _env()
     size = SIZES[size_name]
-    with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{method.replace('/', '_')}-") as tmp:
         work = Path(tmp)
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(seed, size, work, VARIANTS.get(method))

@@ -126,12 +126,11 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> Callable[[], 
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(spec.model_dump(mode="json")))  # a pipe: URL passwords never touch argv or disk
     proc.stdin.close()
+    proc.stdin = None  # sent: communicate() below only reads (both pipes at once, so neither fills up)
 
     def plan() -> SweepPlan:
-        assert proc.stdout is not None and proc.stderr is not None
         try:
-            out, err = proc.stdout.read(), proc.stderr.read()
-            proc.wait()
+            out, err = proc.communicate()
         except BaseException:  # Ctrl-C: the child got it too; don't leave it behind
             proc.kill()
             raise

@@ -80,3 +80,27 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
     assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")
     assert [ln.split("|")[1].strip() for ln in text.splitlines()[2:]] == ["finetune-sweep", "random", "hf-trainer"]
+
+
+def test_a_variants_files_are_named_without_its_slash_and_keep_the_monitors_numbers(tmp_path, monkeypatch):
+    """run_one with a variant (finetune-sweep/fp32): the method process (here a stand-in that writes the
+    record) gets a plain file path, and the record on disk gains the monitor's numbers."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks import bench
+
+    record = {**_record(), "method": "finetune-sweep/fp32", "best_val": 0.84, "test_acc": 0.8}
+    real_popen = subprocess.Popen
+
+    def fake(cmd, **kwargs):
+        out = cmd[-1]
+        code = f"import json, pathlib; pathlib.Path({out!r}).write_text({json.dumps(record)!r})"
+        return real_popen([sys.executable, "-c", code], **kwargs)
+
+    monkeypatch.setattr(bench.subprocess, "Popen", fake)
+    r = bench.run_one("finetune-sweep/fp32", 0, "quick", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune-sweep_fp32-0.json", "finetune-sweep_fp32-0.log"]
+    saved = json.loads((tmp_path / "finetune-sweep_fp32-0.json").read_text())
+    assert saved["steps"] == r["steps"] == 160 and "cpu_s" in saved and "peak_gib" in saved
