@@ -224,6 +224,11 @@ def _check(spec: SweepSpec) -> list[str]:
             f"objective.metric: '{spec.objective.metric}' is not reported for {task.name}; use one of {list(known)}"
         )
         spec = spec.model_copy(update={"objective": Objective(metric=known[1], direction=spec.objective.direction)})
+    pruned_on = getattr(spec.pruner, "metric", None)
+    if task is not None and pruned_on is not None and pruned_on not in task.metrics:
+        problems.append(
+            f"pruner.metric: '{pruned_on}' is not reported for {task.name}; use one of {list(task.metrics)}"
+        )
     try:
         template = spec.trial_config({})
     except ConfigError as exc:

@@ -328,16 +328,22 @@ def test_a_pruner_on_val_loss_stops_a_trial_that_ties_on_accuracy_but_learns_not
     [
         ({}, ("val_accuracy", "maximize")),
         ({"metric": "val_loss"}, ("val_loss", "minimize")),
-        ({"metric": "val_f1"}, ("val_f1", "maximize")),
-        ({"metric": "val_perplexity", "direction": "maximize"}, ("val_perplexity", "maximize")),
+        ({"metric": "val_f1_macro"}, ("val_f1_macro", "maximize")),
+        ({"metric": "val_loss", "direction": "maximize"}, ("val_loss", "maximize")),
     ],
 )
 def test_the_pruners_metric_and_its_direction(pruner, expected):
     assert _judged_spec(**pruner).pruner.judged("val_accuracy", "maximize") == expected
 
 
-def test_pruners_without_a_metric_refuse_one():
+def test_pruners_without_a_metric_refuse_one_and_a_misspelt_metric_is_refused_before_any_trial():
     from sweep.spec import SpecError
 
     with pytest.raises(SpecError, match="pruner.metric: not a setting of pruner kind 'none'"):
         _spec(pruner={"kind": "none", "metric": "val_loss"})
+    with pytest.raises(SpecError) as err:
+        _spec(pruner={"kind": "median", "metric": "val_los"})
+    assert err.value.problems == [
+        "pruner.metric: 'val_los' is not reported for classification; use one of "
+        "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']"
+    ]
