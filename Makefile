@@ -54,12 +54,13 @@ style: setup
 	$(BIN)/ruff check --fix sweep trainers tests benchmarks
 	$(BIN)/ruff format sweep trainers tests benchmarks
 
-# finetune-sweep vs three baselines on ../shared/bench/TASK.md, plus finetune-sweep with each speed-up
-# taken back (before/after), 3 seeds each, one after another (about 2.5 hours on 2 cores); writes
-# benchmarks/results/ and README.md's Performance table. SEEDS="0" for a first look.
+# finetune-sweep vs three baselines on ../shared/bench/TASK.md, 3 seeds each, plus finetune-sweep with
+# each speed-up taken back (before/after, paired on VARIANT_SEEDS), one after another (about 2 hours on
+# 2 cores); writes benchmarks/results/ and README.md's Performance table. SEEDS="0" for a first look.
 SEEDS ?= 0 1 2
+VARIANT_SEEDS ?= $(firstword $(SEEDS))
 bench: setup
-	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) --all --readme
+	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) --all --variant-seeds $(VARIANT_SEEDS) --readme
 
 # the same harness, CI-sized (a few minutes): says the harness and every method work, not which is faster
 bench-quick: setup

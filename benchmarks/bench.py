@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.methods import METHODS, VARIANTS
+from benchmarks.methods import METHODS, VARIANT_ENV, VARIANTS
 from benchmarks.task import SIZES, TARGET_ACC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ class Monitor(threading.Thread):
 def run_one(method: str, seed: int, size: str, out_dir: Path) -> dict[str, Any]:
     stem = f"{method.replace('/', '_')}-{seed}"  # a variant's name has a slash
     out = out_dir / f"{stem}.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **VARIANT_ENV.get(method, {})}
     log = (out_dir / f"{stem}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.methods", method, str(seed), size, str(out)],
@@ -202,8 +202,12 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
     variant that takes it back), all measured in this run."""
     keys = ("wall_s", "cpu_s", "peak_gib", "best_val", "test_acc", "steps")
 
-    def median(method: str, key: str) -> float:
-        values = [r[key] for r in runs if r["method"] == method and r.get(key) is not None]
+    def median(method: str, key: str, seeds: set[int] | None = None) -> float:
+        values = [
+            r[key]
+            for r in runs
+            if r["method"] == method and r.get(key) is not None and (seeds is None or r["seed"] in seeds)
+        ]
         return statistics.median(values) if values else float("nan")
 
     med = {m: {k: median(m, k) for k in keys} for m in {r["method"] for r in runs}}
@@ -220,11 +224,14 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
         ]
     for name, before in sorted(med.items()):
         if ours and name in VARIANTS:
+            # against finetune-sweep on the variant's seeds only: the same sampled trials, paired
+            seeds = {r["seed"] for r in runs if r["method"] == name}
+            after = {k: median("finetune-sweep", k, seeds) for k in keys}
             lines.append(
-                f"- {name} -> finetune-sweep: peak {before['peak_gib']:.2f} -> {ours['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {ours['wall_s']:.0f} s "
-                f"({ours['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {ours['cpu_s']:.0f}, "
-                f"steps {before['steps']:.0f} -> {ours['steps']:.0f}, best val {before['best_val']:.3f} -> "
-                f"{ours['best_val']:.3f}, test {before['test_acc']:.3f} -> {ours['test_acc']:.3f}"
+                f"- {name} -> finetune-sweep (seeds {sorted(seeds)}): peak {before['peak_gib']:.2f} -> {after['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {after['wall_s']:.0f} s "
+                f"({after['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {after['cpu_s']:.0f}, "
+                f"steps {before['steps']:.0f} -> {after['steps']:.0f}, best val {before['best_val']:.3f} -> "
+                f"{after['best_val']:.3f}, test {before['test_acc']:.3f} -> {after['test_acc']:.3f}"
             )
     return lines
 
@@ -262,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also: {', '.join(VARIANTS)} (finetune-sweep with one speed-up taken back: before/after)",
     )
     parser.add_argument("--all", action="store_true", help="every method and every variant")
+    parser.add_argument(
+        "--variant-seeds",
+        type=int,
+        nargs="+",
+        help="run the variants on these seeds only (default: every seed); each is compared with "
+        "finetune-sweep on the same seeds",
+    )
     parser.add_argument("--readme", action="store_true", help="write the table into README.md's Performance section")
     args = parser.parse_args(argv)
     if args.all:
@@ -272,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in args.seeds:  # seeds outer: a slow period of the machine hits every method alike
         for method in args.methods:
+            if method in VARIANTS and args.variant_seeds is not None and seed not in args.variant_seeds:
+                continue
             started = time.time()
             r = run_one(method, seed, args.size, out_dir)
             runs.append(r)
@@ -283,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     busy = [f"{r['method']} seed {r['seed']}" for r in runs if r["foreign_cpu_share"] > BUSY_LIMIT]
-    header = f"{args.size} benchmark, {datetime.now(UTC):%Y-%m-%d}, {machine()}; seeds {args.seeds}; median (min–max)"
+    header = f"{args.size} benchmark, {datetime.now(UTC):%Y-%m-%d}, {machine()}; seeds {args.seeds}"
+    if args.variant_seeds is not None and set(args.methods) & set(VARIANTS):
+        header += f" (variants: {args.variant_seeds})"
+    header += "; median (min–max)"
     notes = sorted({f"- {r['method']}: {r['note']}" for r in runs if r.get("note")})
     text = "\n".join(
         [header, "", table(runs, args.methods), "", *ratios(runs), *notes]

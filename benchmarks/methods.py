@@ -34,7 +34,10 @@ VARIANTS = {
     "finetune-sweep/acc-pruner": ["pruner.metric=null", "pruner.warmup_steps={grace}"],
     # not a speed-up: what Ray's dashboard (on by default, ~10 processes) costs in memory
     "finetune-sweep/no-dashboard": ["execution.dashboard=false"],
+    # before: oneDNN's default primitive cache (1024 kernels, one per batch shape; env below)
+    "finetune-sweep/onednn-1024": [],
 }
+VARIANT_ENV = {"finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}}
 
 
 def _env() -> None:

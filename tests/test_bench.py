@@ -65,17 +65,19 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
         + [{"method": "hf-trainer", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (100, 110, 120)]
         + [{"method": "random", "wall_s": w, "cpu_s": 2 * w, "best_val": 0.83} for w in (200, 210, 220)]
     )
+    for i, r in enumerate(runs):
+        r["seed"] = i % 3
     for r in runs:
         r |= {"steps": 1000, "test_acc": 0.8, "peak_gib": 2.0}
     variant = {"wall_s": 80, "cpu_s": 160, "best_val": 0.84, "steps": 1500, "test_acc": 0.79, "peak_gib": 2.0}
-    runs.append({"method": "finetune-sweep/fp32", **variant})
+    runs.append({"method": "finetune-sweep/fp32", "seed": 2, **variant})  # one seed: paired with ours on it
     lines = ratios(runs)
     # the variant (finetune-sweep with a speed-up taken back) is not a baseline
     assert lines[0].startswith("- finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
     assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
     assert lines[2] == (
-        "- finetune-sweep/fp32 -> finetune-sweep: peak 2.00 -> 2.00 GiB, wall 80 -> 50 s (0.62x), CPU-s 160 -> 100, "
-        "steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800"
+        "- finetune-sweep/fp32 -> finetune-sweep (seeds [2]): peak 2.00 -> 2.00 GiB, wall 80 -> 60 s (0.75x), "
+        "CPU-s 160 -> 120, steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800"
     )
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
     assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")
@@ -104,3 +106,50 @@ def test_a_variants_files_are_named_without_its_slash_and_keep_the_monitors_numb
     assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune-sweep_fp32-0.json", "finetune-sweep_fp32-0.log"]
     saved = json.loads((tmp_path / "finetune-sweep_fp32-0.json").read_text())
     assert saved["steps"] == r["steps"] == 160 and "cpu_s" in saved and "peak_gib" in saved
+
+
+def test_a_variant_that_takes_back_an_environment_setting_runs_with_it(tmp_path, monkeypatch):
+    """finetune-sweep/onednn-1024: the method process gets oneDNN's default cache size; others do not."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks import bench
+
+    record = {**_record(), "best_val": 0.84, "test_acc": 0.8}
+    real_popen = subprocess.Popen
+
+    def fake(cmd, **kwargs):
+        code = (
+            f"import json, os, pathlib; r = json.loads({json.dumps(record)!r}); "
+            "r['note'] = os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'unset'); "
+            f"pathlib.Path({cmd[-1]!r}).write_text(json.dumps(r))"
+        )
+        return real_popen([sys.executable, "-c", code], **kwargs)
+
+    monkeypatch.setattr(bench.subprocess, "Popen", fake)
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    assert bench.run_one("finetune-sweep/onednn-1024", 0, "quick", tmp_path)["note"] == "1024"
+    assert bench.run_one("finetune-sweep", 0, "quick", tmp_path)["note"] == "unset"
+
+
+def test_variant_seeds_run_the_variants_on_those_seeds_only(tmp_path, monkeypatch):
+    from benchmarks import bench
+
+    ran = []
+
+    def fake_run_one(method, seed, size, out_dir):
+        ran.append((method, seed))
+        return {
+            "method": method, "seed": seed, "wall_s": 10, "steps": 100, "cpu_s": 20, "peak_gib": 1.0,
+            "best_val": 0.84, "test_acc": 0.8, "foreign_cpu_share": 0.0,
+        }  # fmt: skip
+
+    monkeypatch.setattr(bench, "run_one", fake_run_one)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    bench.main(["--size", "quick", "--seeds", "0", "1", "--all", "--variant-seeds", "0"])
+    variants = [(m, s) for m, s in ran if m in bench.VARIANTS]
+    assert variants and {s for _, s in variants} == {0}
+    assert {s for m, s in ran if m == "finetune-sweep"} == {0, 1}
+    summary = next(tmp_path.glob("quick-*/summary.json")).read_text()
+    assert "(seeds [0])" in summary

@@ -332,3 +332,25 @@ def test_release_memory_frees_a_finished_trials_cycles_and_pages():
     assert gone() is None
     if sys.platform.startswith("linux"):
         assert before - after > 100 * 2**20, (before, after)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "8"), ("1024", "1024")])
+def test_a_trial_caps_onednns_primitive_cache_unless_the_user_set_it(given, expected):
+    """prepare() sets it before the trial's first op (oneDNN reads it at its first use); a fresh
+    process, as this test process has run CPU ops already."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if given is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
+    code = (
+        "import os, torch\n"
+        "from trainers.api import Timings\n"
+        "from trainers.loop import prepare\n"
+        "from tests.trainers.helpers import tiny_config\n"
+        "prepare(tiny_config('classification'), Timings())\n"
+        "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == expected
