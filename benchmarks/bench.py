@@ -2,8 +2,11 @@
 (../shared/bench/TASK.md), each with several seeds, one after another in one run on this machine.
 
 Each (method, seed) runs in a fresh process (`benchmarks/methods.py`); this process samples that
-process tree every 0.5 s (summed RSS; CPU time, kept for processes that have ended) and the machine's
-busy CPU (/proc/stat), and reads the sweep clock (t0, t_end) the method wrote. Reported per method:
+process tree every 0.5 s (memory; CPU time, kept for processes that have ended) and the machine's
+busy CPU (/proc/stat), and reads the sweep clock (t0, t_end) the method wrote. Memory is the tree's
+summed PSS (each shared page split among the processes that map it: the memory the tree holds); the
+summed RSS is kept beside it, but counts a shared page once per process (Ray's dashboard forks nine
+modules from one forkserver: ~90 MB RSS each, ~20 MB PSS). Reported per method:
 median and range over seeds. Only ratios within one run mean anything: machines here differ by 1.6x
 from day to day. A run whose foreign CPU share is high is flagged, not compared.
 
@@ -32,6 +35,7 @@ from benchmarks.task import SIZES, TARGET_ACC
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+PSS_EVERY = 4  # read PSS every 4th sample (2 s), RSS every sample
 BUSY_LIMIT = 0.05  # foreign CPU share above which timings are not compared
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -41,6 +45,17 @@ def _machine_busy() -> float:
     fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _pss(pid: int) -> int | None:
+    """Proportional set size in bytes (Linux: /proc/PID/smaps_rollup), or None where unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _label(p: psutil.Process) -> str:
@@ -53,19 +68,26 @@ def _label(p: psutil.Process) -> str:
 
 
 class Monitor(threading.Thread):
-    """Samples one process tree: (time, tree CPU-s, tree RSS bytes, machine busy CPU-s)."""
+    """Samples one process tree's CPU time and memory, the machine's busy CPU and its own CPU (the
+    monitor's reads are not foreign load)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.cpu: dict[int, float] = {}  # last CPU time seen per pid (ended processes keep theirs)
-        self.samples: list[tuple[float, float, int, float]] = []
-        self.at_peak: list[tuple[str, int]] = []  # (process, RSS bytes) in the sample with the largest sum
+        # (time, tree CPU-s, tree PSS bytes or None, machine busy CPU-s, tree RSS bytes, own CPU-s)
+        self.samples: list[tuple[float, float, int | None, float, int, float]] = []
+        # (process, PSS bytes, RSS bytes) in the sample with the largest summed PSS
+        self.at_peak: list[tuple[str, int, int]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
+        n = 0
         while not self.stop.is_set():
-            each: list[tuple[str, int]] = []
+            # PSS costs ~10 ms a process (the kernel walks its page tables): every PSS_EVERY-th sample
+            with_pss = n % PSS_EVERY == 0
+            n += 1
+            each: list[tuple[str, int, int]] = []
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
@@ -75,13 +97,18 @@ class Monitor(threading.Thread):
                     with p.oneshot():
                         t = p.cpu_times()
                         self.cpu[p.pid] = t.user + t.system
-                        each.append((_label(p), p.memory_info().rss))
+                        rss = p.memory_info().rss
+                        pss = _pss(p.pid) if with_pss else None
+                        each.append((_label(p), rss if pss is None else pss, rss))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-            rss = sum(b for _, b in each)
-            if rss > sum(b for _, b in self.at_peak):
+            rss_sum = sum(e[2] for e in each)
+            pss_sum = sum(e[1] for e in each) if with_pss else None
+            if pss_sum is not None and pss_sum > sum(e[1] for e in self.at_peak):
                 self.at_peak = sorted(each, key=lambda e: -e[1])
-            self.samples.append((time.time(), sum(self.cpu.values()), rss, _machine_busy()))
+            self.samples.append(
+                (time.time(), sum(self.cpu.values()), pss_sum, _machine_busy(), rss_sum, time.process_time())
+            )
             self.stop.wait(0.5)
 
     def window(self, t0: float, t1: float) -> dict[str, float]:
@@ -90,12 +117,17 @@ class Monitor(threading.Thread):
         after = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=self.samples[-1])
         own = after[1] - before[1]
         machine = after[3] - before[3]
+        monitor = after[5] - before[5]
         wall = max(after[0] - before[0], 1e-9)
+        pss = [s[2] for s in inside if s[2] is not None] or [s[2] for s in self.samples if s[2] is not None]
         return {
             "cpu_s": own,
-            "peak_gib": max(s[2] for s in inside) / 2**30,
-            "foreign_cpu_share": max(0.0, machine - own) / (os.cpu_count() or 1) / wall,
-            "at_peak_mb": [(name, round(b / 2**20)) for name, b in self.at_peak],
+            "peak_gib": max(pss) / 2**30,
+            "peak_rss_sum_gib": max(s[4] for s in inside) / 2**30,
+            "foreign_cpu_share": max(0.0, machine - own - monitor) / (os.cpu_count() or 1) / wall,
+            "monitor_cpu_share": monitor / (os.cpu_count() or 1) / wall,
+            # (process, PSS MB, RSS MB) at the PSS peak
+            "at_peak_mb": [(name, round(pss / 2**20), round(rss / 2**20)) for name, pss, rss in self.at_peak],
         }
 
 
@@ -165,6 +197,7 @@ COLUMNS = [
     ("steps", "steps", "{:.0f}"),
     ("cpu_s", "CPU-s", "{:.0f}"),
     ("peak_gib", "peak GiB", "{:.2f}"),
+    ("peak_rss_sum_gib", "RSS-sum GiB", "{:.2f}"),
     ("best_val", "best val", "{:.3f}"),
     ("test_acc", "test", "{:.3f}"),
     ("time_to_target_s", f"s to {TARGET_ACC}", "{:.0f}"),

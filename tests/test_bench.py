@@ -153,3 +153,39 @@ def test_variant_seeds_run_the_variants_on_those_seeds_only(tmp_path, monkeypatc
     assert {s for m, s in ran if m == "finetune-sweep"} == {0, 1}
     summary = next(tmp_path.glob("quick-*/summary.json")).read_text()
     assert "(seeds [0])" in summary
+
+
+def test_the_monitor_counts_memory_that_forked_processes_share_once(tmp_path):
+    """A parent fills 300 MB and forks three children that only read it: summed RSS counts it four
+    times, the summed PSS (the tree's peak) about once."""
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks import bench
+
+    code = (
+        "import os, time\n"
+        "buf = bytearray(300 * 2**20)\n"
+        "for i in range(0, len(buf), 4096): buf[i] = 1\n"
+        "kids = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        sum(buf[::4096]); time.sleep(4); os._exit(0)\n"
+        "    kids.append(pid)\n"
+        f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+        "for pid in kids: os.waitpid(pid, 0)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    monitor = bench.Monitor(proc.pid)
+    monitor.start()
+    proc.wait()
+    monitor.stop.set()
+    monitor.join()
+    assert (tmp_path / "ready").exists()
+    got = monitor.window(0, time.time() + 10)
+    assert 4 * 0.28 < got["peak_rss_sum_gib"] < 4 * 0.33  # four processes, each maps the 300 MB
+    assert 0.28 < got["peak_gib"] < 0.4  # held once
+    names = [name for name, _, _ in got["at_peak_mb"]]
+    assert len(names) == 4

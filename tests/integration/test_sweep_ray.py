@@ -416,3 +416,19 @@ def test_time_budget_stops_trials_and_records_them_as_stopped(tmp_path):
     _, trials, study = _check_tree(result)
     assert trials[0].data.tags["trial.status"] == "stopped" and trials[0].info.status == "FINISHED"
     assert study.trials[0].user_attrs["status"] == "stopped"
+
+
+def test_the_workers_of_a_local_ray_allocate_with_rays_jemalloc():
+    """ray_session sets RAY_LD_PRELOAD_ON_WORKERS (unless the user did): a trial's worker has the
+    jemalloc Ray ships mapped, in place of glibc's malloc."""
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def allocator() -> bool:
+        with open("/proc/self/maps") as maps:
+            return "libjemalloc" in maps.read()
+
+    assert os.environ["RAY_LD_PRELOAD_ON_WORKERS"] == "1"
+    assert ray.get(allocator.remote()) is True
