@@ -36,11 +36,14 @@ VARIANTS = {
     "finetune-sweep/no-dashboard": ["execution.dashboard=false"],
     # before: oneDNN's default primitive cache (1024 kernels, one per batch shape; env below)
     "finetune-sweep/onednn-1024": [],
+    # before: ideep's default cache (1024 kernels, one per batch shape, for torch's bf16 matmuls; env below)
+    "finetune-sweep/ideep-1024": [],
     # before: trial workers on glibc's malloc, not the jemalloc Ray ships (env below)
     "finetune-sweep/glibc-workers": [],
 }
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
+    "finetune-sweep/ideep-1024": {"LRU_CACHE_CAPACITY": "1024"},
     "finetune-sweep/glibc-workers": {"RAY_LD_PRELOAD_ON_WORKERS": "0"},
 }
 
