@@ -341,8 +341,9 @@ def _set_env() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # the workers of a Ray this session starts allocate with the jemalloc Ray ships (and runs its own
     # processes on), not glibc's malloc: a CPU trial's per-shape bf16 temporaries fragment glibc's heap.
-    # Measured on the SST-2 benchmark: a 6-layer trial's worker 861 -> 681 MB after 80 steps; the
-    # sweep's peak 3.08 -> 2.77 GiB (PSS) at the same results, ~3% more wall.
+    # Measured on the SST-2 benchmark: a 6-layer trial's worker 624 -> 529 MB after 80 steps (kernel
+    # caches capped); the sweep's peak 2.69 -> 2.47 GiB (PSS), the same results, ~5% more wall.
+    # RAY_LD_PRELOAD_ON_WORKERS=0 takes it back.
     os.environ.setdefault("RAY_LD_PRELOAD_ON_WORKERS", "1")
 
 
