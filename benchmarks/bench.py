@@ -233,7 +233,7 @@ def table(runs: list[dict[str, Any]], methods: list[str]) -> str:
 def ratios(runs: list[dict[str, Any]]) -> list[str]:
     """Our median wall and CPU against the fastest baseline's, and each speed-up's before/after (a
     variant that takes it back), all measured in this run."""
-    keys = ("wall_s", "cpu_s", "peak_gib", "best_val", "test_acc", "steps")
+    keys = ("wall_s", "cpu_s", "peak_gib", "best_val", "test_acc", "steps", "first_step_s")
 
     def median(method: str, key: str, seeds: set[int] | None = None) -> float:
         values = [
@@ -254,6 +254,8 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
             f"- finetune-sweep / fastest baseline ({fastest}): wall {ours['wall_s'] / baselines[fastest]['wall_s']:.2f}x, "
             f"CPU-s {ours['cpu_s'] / baselines[fastest]['cpu_s']:.2f}x (target <= 0.5x both)",
             f"- median best val: finetune-sweep {ours['best_val']:.3f}, best baseline {best_val:.3f}",
+            f"- median start -> first step: finetune-sweep {ours['first_step_s']:.1f} s (target <= 10 s), "
+            + ", ".join(f"{m} {v['first_step_s']:.1f} s" for m, v in sorted(baselines.items())),
         ]
     for name, before in sorted(med.items()):
         if ours and name in VARIANTS:
@@ -264,7 +266,8 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
                 f"- {name} -> finetune-sweep (seeds {sorted(seeds)}): peak {before['peak_gib']:.2f} -> {after['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {after['wall_s']:.0f} s "
                 f"({after['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {after['cpu_s']:.0f}, "
                 f"steps {before['steps']:.0f} -> {after['steps']:.0f}, best val {before['best_val']:.3f} -> "
-                f"{after['best_val']:.3f}, test {before['test_acc']:.3f} -> {after['test_acc']:.3f}"
+                f"{after['best_val']:.3f}, test {before['test_acc']:.3f} -> {after['test_acc']:.3f}, "
+                f"start -> step {before['first_step_s']:.1f} -> {after['first_step_s']:.1f} s"
             )
     return lines
 

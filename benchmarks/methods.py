@@ -40,12 +40,33 @@ VARIANTS = {
     "finetune-sweep/ideep-1024": [],
     # before: trial workers on glibc's malloc, not the jemalloc Ray ships (env below)
     "finetune-sweep/glibc-workers": [],
+    # before: Tune's automatic loggers, TensorBoardX's among them (it imports torch into the driver)
+    "finetune-sweep/tbx-logger": [],
+    # before: Ray prestarts one idle worker per CPU, which Tune's trials never use (env below)
+    "finetune-sweep/prestart": [],
+    # before: the data check, then the record, then Ray, one after the other (SERIAL_START below)
+    "finetune-sweep/serial-start": [],
 }
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
     "finetune-sweep/ideep-1024": {"LRU_CACHE_CAPACITY": "1024"},
     "finetune-sweep/glibc-workers": {"RAY_LD_PRELOAD_ON_WORKERS": "0"},
+    "finetune-sweep/tbx-logger": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"},
+    "finetune-sweep/prestart": {"RAY_prestart_worker_first_driver": "1"},
 }
+
+
+def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any, Any]:
+    """``sweep.runner._start`` as it was: wait for the data check, open the record, then start Ray."""
+    from sweep import ray_backend, runner
+
+    opened = runner._open(spec, planned, resume_dir, resume_dir is not None)
+    session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
+    session.attach(opened.run_dir)
+    return session, opened
+
+
+SERIAL_START = "finetune-sweep/serial-start"
 
 
 def _env() -> None:
@@ -91,6 +112,12 @@ def run_finetune_sweep(seed: int, size: Size, work: Path, variant: list[str] | N
             *(o.format(grace=size.grace) for o in variant or []),
         ],
     )
+    # imports outside the sweep clock, as for every method (run_sweep would import these while its data
+    # check runs in a child process)
+    began = time.time()
+    from sweep import optuna_study, ray_backend, tracking  # noqa: F401
+
+    imports_s = time.time() - began
     t0 = time.time()
     result = run_sweep(spec, echo=lambda line: None)
     client = MlflowClient(tracking_uri=result.tracking_uri)
@@ -129,6 +156,7 @@ def run_finetune_sweep(seed: int, size: Size, work: Path, variant: list[str] | N
         "best_val": best.value if best else None,
         "test_acc": (result.test_metrics or {}).get("test_accuracy"),
         "note": "",
+        "imports_s": imports_s,
         "val_loss": losses,
         "params": params,
     }
@@ -375,6 +403,10 @@ def main() -> None:
     size = SIZES[size_name]
     with tempfile.TemporaryDirectory(prefix=f"bench-{method.replace('/', '_')}-") as tmp:
         work = Path(tmp)
+        if method == SERIAL_START:
+            import sweep.runner
+
+            sweep.runner._start = _serial_start  # type: ignore[assignment]
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(seed, size, work, VARIANTS.get(method))
         elif method in ("random", "ray-asha"):

@@ -2,7 +2,8 @@
 80/20 split every method uses, dev.tsv as the held-out test, and the search space and budget.
 
 ``quick`` is the same task shrunk to CI size (a few minutes for every method and seed); its numbers
-say the harness works, not which method is faster.
+say the harness works, not which method is faster. ``start`` is the full task cut to two short trials:
+its one number that counts is sweep start -> first training step.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Size:
 SIZES = {
     "full": Size("full", 4000, None, 16, 120, 20, 12, 64, 40),
     "quick": Size("quick", 320, 128, 3, 16, 8, 2, 32, 8),
+    # the full task's data and model, two trials of one evaluation: sweep start -> first step, cheaply
+    # repeated (~45 s a run)
+    "start": Size("start", 4000, 64, 2, 20, 20, 2, 64, 20),
 }
 BATCH, EVAL_BATCH = 16, 64
 LR_LOW, LR_HIGH = 1e-5, 5e-3

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -20,12 +21,12 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from sweep.interfaces import Bridge, Observer
 from sweep.pruners import AshaPruner
-from sweep.run_dir import ray_temp_dir
 from sweep.spec import SweepError, SweepSpec
 from sweep.status import TrialFailure, parse_final_report
 from trainers.api import TrialOutcome, is_out_of_memory
@@ -37,7 +38,7 @@ STEP_KEY = "step"
 LAST_STEP_KEY = "last_step"
 NODE_KEY = "ray_node_id"
 GPUS_KEY = "cuda_visible_devices"
-RAY_DIR = "ray"  # Ray's session files in the run dir (a link to /tmp while the sweep runs, if the path is long)
+RAY_DIR = "ray"  # a link to Ray's session files (in /tmp: unix socket paths must be short) while the sweep runs
 RAY_LOGS_DIR = "ray-logs"  # Ray's logs (the trials' tracebacks), kept when the /tmp stand-in is removed
 
 LastStepOf = Callable[[Mapping[str, Any]], int | None]
@@ -314,18 +315,20 @@ def _failure(exc: BaseException | None, timed_out: bool) -> TrialFailure:
     return TrialFailure(error=line, kind="exception")
 
 
-def _keep_logs(short: Path, run_dir: Path) -> None:
-    """Remove the /tmp stand-in and its link, keeping a copy of Ray's logs in the run dir."""
-    for found in short.glob("session_*/logs"):
-        if found.is_dir() and not found.parent.is_symlink():
-            shutil.copytree(found, run_dir / RAY_LOGS_DIR / found.parent.name, symlinks=True, dirs_exist_ok=True)
-    (run_dir / RAY_DIR).unlink(missing_ok=True)
+def _keep_logs(short: Path, run_dir: Path | None) -> None:
+    """Remove the /tmp stand-in and its link, keeping a copy of Ray's logs in the run dir (if there is one)."""
+    if run_dir is not None:
+        for found in short.glob("session_*/logs"):
+            if found.is_dir() and not found.parent.is_symlink():
+                shutil.copytree(found, run_dir / RAY_LOGS_DIR / found.parent.name, symlinks=True, dirs_exist_ok=True)
+        if (run_dir / RAY_DIR).is_symlink():
+            (run_dir / RAY_DIR).unlink()
     shutil.rmtree(short, ignore_errors=True)
 
 
 def warm_worker() -> None:
     """Each worker of a local sweep imports the trial code as it starts (Ray's worker_process_setup_hook),
-    while the driver is still opening the record: the first trial's first step comes seconds sooner."""
+    before Tune hands it the trial."""
     import trainers.loop  # noqa: F401  (torch, transformers, peft)
 
 
@@ -339,50 +342,98 @@ def _set_env() -> None:
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # relative data paths mean what they meant to the user
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Tune's automatic loggers include TensorBoardX's, whose import loads torch into the driver (~2 CPU-s
+    # and ~150 MB while the first trials start); run_tuner adds the CSV and JSON ones itself
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # the workers of a Ray this session starts allocate with the jemalloc Ray ships (and runs its own
     # processes on), not glibc's malloc: a CPU trial's per-shape bf16 temporaries fragment glibc's heap.
     # Measured on the SST-2 benchmark: a 6-layer trial's worker 624 -> 529 MB after 80 steps (kernel
     # caches capped); the sweep's peak 2.69 -> 2.47 GiB (PSS), the same results, ~5% more wall.
     # RAY_LD_PRELOAD_ON_WORKERS=0 takes it back.
     os.environ.setdefault("RAY_LD_PRELOAD_ON_WORKERS", "1")
+    # a local Ray starts one idle worker per CPU for the driver, which no trial can use: Tune's trial
+    # actors carry a runtime env, so Ray starts them new workers. Not prestarting leaves the CPU (~0.8 s)
+    # to the sweep's own start
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
-@contextlib.contextmanager
-def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator[str]:
-    """Start a local Ray in the run dir (or connect to ``address``); yields the dashboard URL or "".
+class RaySession:
+    """A Ray this sweep connected to (or started): ``start_ray`` returns it, ``close`` ends it.
 
     A Ray that is already running in this process (a notebook, a test) is used as it is and left
-    running; one this session started is shut down, and its temp files leave /tmp.
-    """
+    running; one this session started is shut down, and its temp files leave /tmp."""
+
+    def __init__(self, dashboard: str = "", temp_dir: Path | None = None, owned: bool = False) -> None:
+        self.dashboard = dashboard  # the dashboard's URL, or ""
+        self.temp_dir = temp_dir  # Ray's session files, when this session started Ray
+        self.owned = owned
+        self.run_dir: Path | None = None
+
+    def attach(self, run_dir: Path) -> None:
+        """Show Ray's files in the run dir (``ray``, a link while Ray runs); its logs stay there at close.
+
+        A link left by a sweep that was killed (resume) points to that sweep's temp dir: its Ray logs join
+        the run dir's too, and the temp dir goes."""
+        self.run_dir = run_dir.resolve()
+        link = self.run_dir / RAY_DIR
+        if link.is_symlink():
+            left = Path(os.readlink(link))
+            link.unlink()
+            if left != self.temp_dir and left.parent == Path(tempfile.gettempdir()) and left.name.startswith("fsweep-"):
+                _keep_logs(left, self.run_dir)
+        if self.temp_dir is not None and not link.exists():  # (a run dir of an older version has a real one)
+            link.symlink_to(self.temp_dir, target_is_directory=True)
+
+    def close(self) -> None:
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir is not None:
+            _keep_logs(self.temp_dir, self.run_dir)
+            self.temp_dir = None
+
+
+def start_ray(address: str | None, dashboard: bool) -> RaySession:
+    """Start a local Ray (or connect to ``address``), its session files in a short temp dir (Ray puts unix
+    sockets ~62 characters below it; a socket path may not exceed 107 bytes)."""
     _set_env()
     if ray.is_initialized():
-        yield ""
-        return
+        return RaySession()
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    short: str | None = None
+    # "Token authentication is enabled for this Ray cluster": the sweep says so where it shows the
+    # dashboard; the line would precede a data check's one-line error, which arrives as Ray starts
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    temp_dir: Path | None = None
     try:
         if address in (None, "local"):
             # the dashboard comes with ray[default]; without it Ray runs headless
             has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
-            temp_dir, in_tmp = ray_temp_dir(run_dir / RAY_DIR)
-            short = temp_dir if in_tmp else None
+            temp_dir = Path(tempfile.mkdtemp(prefix="fsweep-"))
             info = ray.init(
                 address="local",
                 include_dashboard=has_dashboard,
                 dashboard_host="127.0.0.1",
-                _temp_dir=temp_dir,
+                _temp_dir=str(temp_dir),
                 runtime_env={"worker_process_setup_hook": f"{__name__}.warm_worker"},
                 **kwargs,
             )
         else:  # a cluster's (or a job's) own runtime env stays as it is
             info = ray.init(address=address, **kwargs)
-        url = getattr(info, "dashboard_url", "") or ""
-        yield f"http://{url}" if url and not url.startswith("http") else url
+    except BaseException:
+        RaySession(temp_dir=temp_dir, owned=True).close()
+        raise
+    url = getattr(info, "dashboard_url", "") or ""
+    return RaySession(f"http://{url}" if url and not url.startswith("http") else url, temp_dir, owned=True)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, run_dir: Path, dashboard: bool) -> Iterator[str]:
+    """``start_ray`` as a context: Ray's files shown in ``run_dir``; yields the dashboard URL or ""."""
+    session = start_ray(address, dashboard)
+    try:
+        session.attach(run_dir)
+        yield session.dashboard
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if short is not None:
-            _keep_logs(Path(short), run_dir.resolve())
+        session.close()
 
 
 def auth_token() -> str | None:
@@ -446,7 +497,11 @@ def run_tuner(
         run_config=tune.RunConfig(
             name="tune",
             storage_path=str(run_dir.resolve()),
-            callbacks=[_EventCallback(observer, spec.budget.trial_timeout_s)],
+            callbacks=[
+                _EventCallback(observer, spec.budget.trial_timeout_s),
+                CSVLoggerCallback(),  # each trial's progress.csv and result.json, as Tune writes them by default
+                JsonLoggerCallback(),
+            ],
             verbose=0,
             # only transient failures reach Ray: the trainable reports the others as its outcome
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_retries),

@@ -76,8 +76,8 @@ STEP_PATHS = (
 
 
 def preflight(spec: SweepSpec) -> SweepPlan:
-    """Load the data and check the model against every value the space can give, in the driver,
-    before Ray starts: a data mistake is exit code 2, not N failed trials."""
+    """Load the data and check the model against every value the space can give, before any trial
+    starts: a data mistake is exit code 2, not N failed trials."""
     from trainers.config import ConfigError
     from trainers.plan import plan_trial
 
@@ -106,16 +106,50 @@ def preflight(spec: SweepSpec) -> SweepPlan:
 _PLAN_MARK = "sweep-preflight-plan: "
 
 
-def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> Callable[[], SweepPlan]:
-    """Start ``preflight`` in a child process; the returned function waits for its plan (raising
-    SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow, and never imports
-    torch or transformers for the sweep (the child does, and exits): ~350 MB less held while trials run.
+class PendingPlan:
+    """``preflight``'s answer, here already or on its way from a child process (``preflight_apart``)."""
+
+    def __init__(self, plan: SweepPlan | None = None, problem: SpecError | None = None) -> None:
+        self._plan, self._problem = plan, problem
+        self._wait: Callable[[], SweepPlan] | None = None
+        self._proc: subprocess.Popen[str] | None = None
+
+    def done(self) -> bool:
+        """True when the answer is known (checked in this process)."""
+        return self._wait is None
+
+    def result(self) -> SweepPlan:
+        """The plan; raises SpecError as preflight does (waits for the child the first time)."""
+        if self._wait is not None:
+            wait, self._wait = self._wait, None
+            try:
+                self._plan = wait()
+            except SpecError as exc:
+                self._problem = exc
+        if self._problem is not None:
+            raise self._problem
+        assert self._plan is not None
+        return self._plan
+
+    def cancel(self) -> None:
+        """Stop the child (Ctrl-C while the sweep starts)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+
+
+def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
+    """Start ``preflight`` in a child process and return at once; ``result()`` waits for its plan (raising
+    SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow and starts Ray, and
+    never imports torch or transformers for the sweep (the child does, and exits): ~350 MB less held while
+    trials run.
 
     ``apart=None``: in a child unless this process has torch already (a notebook, tests), where checking
     here costs no memory and saves the child's imports."""
     if apart is False or (apart is None and "torch" in sys.modules):
-        here = preflight(spec)
-        return lambda: here
+        try:
+            return PendingPlan(preflight(spec))
+        except SpecError as exc:
+            return PendingPlan(problem=exc)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from sweep.runner import _preflight_child; _preflight_child()"],
         stdin=subprocess.PIPE,
@@ -142,7 +176,9 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> Callable[[], 
             raise SpecError(answer["problems"])
         return SweepPlan(**answer["plan"])
 
-    return plan
+    pending = PendingPlan()
+    pending._wait, pending._proc = plan, proc
+    return pending
 
 
 def _preflight_child() -> None:
@@ -212,45 +248,113 @@ def _code_version() -> str:
     return f"finetune-sweep {version('finetune-sweep')}"
 
 
-def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
-    """The whole sweep. Spec and data are checked before Ray starts (SpecError)."""
-    planned = preflight_apart(spec)
-    from sweep import optuna_study, ray_backend, tracking  # noqa: F401  (imported while the child checks)
+@dataclass
+class _Opened:
+    """What the sweep opens before its trials: the plan, the run dir, the record and the study."""
 
-    plan = planned()
+    plan: SweepPlan
+    run_dir: Path
+    stored_storage: str  # as stored and shown (a password masked or referenced)
+    recorder: Recorder
+    bridge: Any  # optuna_study.StudyBridge
 
-    started = time.time()
-    # URL passwords are masked in everything stored or shown (sweep.secrets); checked before anything is written
-    secrets.resolve(_tracking_uri(spec), "tracking.uri")
-    if spec.execution.storage:
-        secrets.resolve(spec.execution.storage, "execution.storage")
-    run_dir = resume_dir or new_run_dir(spec.execution.runs_dir, spec.name)
+
+def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: bool) -> _Opened:
+    """Wait for the plan, then make the run dir (unless given) and open the record and the study. Runs
+    beside Ray's start (a helper thread): a SpecError here means nothing was written."""
+    from sweep import optuna_study, tracking
+
+    tracking.load_store(secrets.resolve(_tracking_uri(spec), "tracking.uri"))  # while the child checks
+    plan = planned.result()
+    run_dir = run_dir or new_run_dir(spec.execution.runs_dir, spec.name)
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
     storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
-    recorder = _open_record(spec, run_dir, resume_dir is not None, stored_storage, plan.fingerprints)
+    recorder = _open_record(spec, run_dir, resume, stored_storage, plan.fingerprints)
     # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
     shared = optuna_study.is_shared(spec.execution.storage)
     owner = recorder.parent_id
     study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
     judge = optuna_study.pruning_judge(spec, plan.max_last_step)
     bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
+    return _Opened(plan, run_dir, stored_storage, recorder, bridge)
+
+
+def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, _Opened]:
+    """Start Ray (this thread) while the preflight child checks the data and a helper thread then opens
+    the record and the study: the first trial starts seconds sooner than one after the other. Either
+    failing ends the other: Ray is shut down, an opened record closed (KILLED on Ctrl-C, else FAILED)."""
+    import threading
+
+    from sweep import ray_backend
+
+    # with the plan known already (checked here), the run dir is made before Ray starts
+    run_dir = resume_dir or (new_run_dir(spec.execution.runs_dir, spec.name) if planned.done() else None)
+    outcome: dict[str, Any] = {}
+
+    def open_in_background() -> None:
+        try:
+            outcome["opened"] = _open(spec, planned, run_dir, resume_dir is not None)
+        except BaseException as exc:  # re-raised in the sweep's thread
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=open_in_background, name="sweep-open", daemon=True)
+    helper.start()
+    try:
+        session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
+    except BaseException as exc:
+        planned.cancel()
+        helper.join()
+        if "opened" in outcome:
+            outcome["opened"].recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
+        raise
+    try:
+        helper.join()
+        if "error" in outcome:
+            raise outcome["error"]
+    except BaseException:
+        planned.cancel()
+        session.close()
+        raise
+    opened: _Opened = outcome["opened"]
+    session.attach(opened.run_dir)
+    return session, opened
+
+
+def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
+    """The whole sweep. Spec and data are checked before any trial starts (SpecError); Ray starts meanwhile."""
+    planned = preflight_apart(spec)
+    from sweep import ray_backend  # imported while the child checks
+
+    if planned.done():
+        planned.result()  # checked in this process already: a SpecError before anything starts
+    started = time.time()
+    # URL passwords are masked in everything stored or shown (sweep.secrets); checked before anything is written
+    secrets.resolve(_tracking_uri(spec), "tracking.uri")
+    if spec.execution.storage:
+        secrets.resolve(spec.execution.storage, "execution.storage")
+    session, opened = _start(spec, planned, resume_dir)
+    plan, run_dir, recorder, bridge = opened.plan, opened.run_dir, opened.recorder, opened.bridge
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
-    for prior in bridge.prior_trials():  # resume: what the interrupted run already did
-        book.add_prior(
-            TrialRecord(
-                prior.ray_id,
-                prior.number,
-                prior.params,
-                status=prior.status,
-                step=prior.step,
-                value=prior.value,
-                ended=time.time(),
+    try:
+        for prior in bridge.prior_trials():  # resume: what the interrupted run already did
+            book.add_prior(
+                TrialRecord(
+                    prior.ray_id,
+                    prior.number,
+                    prior.params,
+                    status=prior.status,
+                    step=prior.step,
+                    value=prior.value,
+                    ended=time.time(),
+                )
             )
-        )
-        recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
+            recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
+    except BaseException:
+        session.close()
+        raise
     models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
     num_trials = spec.budget.num_trials - book.num_used()
     progress = _progress(spec, echo, book)
@@ -258,14 +362,14 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 
     echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
     echo(
-        f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); Optuna: {secrets.mask(stored_storage)}"
+        f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); Optuna: {secrets.mask(opened.stored_storage)}"
     )
     interrupted = crashed = False
     try:
-        with ray_backend.ray_session(spec.execution.address, run_dir, spec.execution.dashboard) as dashboard:
-            if dashboard:
-                (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": dashboard}))
-                echo(f"Ray dashboard: {dashboard}  (token auth: `make dashboard` prints the token)")
+        try:
+            if session.dashboard:
+                (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": session.dashboard}))
+                echo(f"Ray dashboard: {session.dashboard}  (token auth: `make dashboard` prints the token)")
             if num_trials > 0:
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
                     ray_backend.run_tuner(
@@ -278,6 +382,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                         run_dir=run_dir,
                         models_dir=models.models_dir,
                     )
+        finally:
+            session.close()  # before the record closes: the held-out test runs in this process
         observer.end_running(TrialStatus.STOPPED)  # Ray ended them without a result: the time budget ran out
     except KeyboardInterrupt:
         interrupted = True

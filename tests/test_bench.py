@@ -68,16 +68,21 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
     for i, r in enumerate(runs):
         r["seed"] = i % 3
     for r in runs:
-        r |= {"steps": 1000, "test_acc": 0.8, "peak_gib": 2.0}
+        r |= {"steps": 1000, "test_acc": 0.8, "peak_gib": 2.0, "first_step_s": 12.0 if r["method"] == "random" else 9.0}
     variant = {"wall_s": 80, "cpu_s": 160, "best_val": 0.84, "steps": 1500, "test_acc": 0.79, "peak_gib": 2.0}
+    variant["first_step_s"] = 14.0
     runs.append({"method": "finetune-sweep/fp32", "seed": 2, **variant})  # one seed: paired with ours on it
     lines = ratios(runs)
     # the variant (finetune-sweep with a speed-up taken back) is not a baseline
     assert lines[0].startswith("- finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
     assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
     assert lines[2] == (
+        "- median start -> first step: finetune-sweep 9.0 s (target <= 10 s), hf-trainer 9.0 s, random 12.0 s"
+    )
+    assert lines[3] == (
         "- finetune-sweep/fp32 -> finetune-sweep (seeds [2]): peak 2.00 -> 2.00 GiB, wall 80 -> 60 s (0.75x), "
-        "CPU-s 160 -> 120, steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800"
+        "CPU-s 160 -> 120, steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800, "
+        "start -> step 14.0 -> 9.0 s"
     )
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
     assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")

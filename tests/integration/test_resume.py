@@ -6,6 +6,7 @@ same status, no finished configuration run twice, the budget exact, the best mod
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -54,6 +55,7 @@ def _env(cwd):
     ],
 )
 def test_kill_the_driver_then_resume(tmp_path, point, nth):
+    stand_ins = set(Path(tempfile.gettempdir()).glob("fsweep-*"))  # Ray's temp dirs, while a sweep runs
     (tmp_path / "kill.yaml").write_text(SPEC)
     killed = _sweep(tmp_path, str(HERE / "kill_driver.py"), point, str(nth), "kill.yaml")
     assert killed.returncode == -9, killed.stdout + killed.stderr  # SIGKILL: no handler ran
@@ -67,6 +69,9 @@ def test_kill_the_driver_then_resume(tmp_path, point, nth):
     uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
     runs = runs_of(uri, "kill")
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    # the killed sweep's Ray temp dir went with the resumed one's; both sessions' logs are in the run dir
+    assert set(Path(tempfile.gettempdir()).glob("fsweep-*")) <= stand_ins
+    assert not (run_dir / "ray").exists() and len(list((run_dir / "ray-logs").glob("session_*"))) == 2
     parents = [r for r in runs if r.data.tags.get("sweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     trial_runs = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]

@@ -1,7 +1,6 @@
 """The `sweep` command on a real Ray of its own: Ctrl-C ends runs KILLED, resume finishes the budget,
 and the sweep leaves no Ray temp dir behind."""
 
-import hashlib
 import signal
 import subprocess
 import sys
@@ -15,7 +14,12 @@ from sweep.tracking import runs_of
 pytestmark = pytest.mark.integration
 
 
+def _ray_stand_ins() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("fsweep-*"))
+
+
 def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
+    stand_ins = _ray_stand_ins()
     spec = tmp_path / "sig.yaml"
     spec.write_text(
         "name: sig\n"
@@ -74,9 +78,36 @@ def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
     assert next(v for k, v in rates.items() if k.startswith("killed")) in completed
     assert "[4/3]" not in resumed.stdout and "[3/3]" in resumed.stdout
 
-    # the run dir is too long for Ray's socket paths: Ray ran in /tmp, which the sweep removed again,
-    # keeping Ray's logs (the trials' tracebacks) in the run dir
+    # Ray ran in /tmp (unix socket paths must be short), which the sweep removed again, keeping Ray's logs
+    # (the trials' tracebacks) in the run dir
     link = run_dir.resolve() / "ray"
-    stand_in = Path(tempfile.gettempdir()) / f"fsweep-{hashlib.sha1(str(link).encode()).hexdigest()[:10]}"
-    assert not stand_in.exists() and not link.exists()
+    assert not link.exists() and not link.is_symlink()
+    assert _ray_stand_ins() <= stand_ins
     assert any((run_dir / "ray-logs").glob("session_*/*.log"))
+
+
+def test_bad_data_is_one_line_and_exit_2_though_ray_started_beside_the_check(tmp_path):
+    """A fresh interpreter checks the data in a child process while Ray starts: the data's mistake is
+    still the one line on stderr and exit code 2, no run dir or record is written, and the Ray that
+    started is gone again (no process, no temp dir)."""
+    import psutil
+
+    def raylets() -> set[int]:
+        return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"}
+
+    stand_ins, before = _ray_stand_ins(), raylets()
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"row {i},1\n" for i in range(40)))
+    (tmp_path / "s.yaml").write_text(
+        "name: bad\n"
+        "trial: {model: {name_or_path: tiny-bert}, data: {path: d.csv}}\n"
+        "space:\n  optim.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", "s.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: trial.data.label_column: 'label' has a single class ['1']; classification needs >= 2"
+    ]
+    assert not (tmp_path / "runs").exists()
+    assert _ray_stand_ins() <= stand_ins and raylets() <= before

@@ -234,8 +234,11 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     from sweep.runner import _last_step_in_driver, last_step_of, preflight_apart
 
     spec = _plan_spec(space={"optim.batch_size": {"type": "categorical", "choices": [8, 16]}})
-    plan = preflight_apart(spec, apart=True)()
-    assert plan == preflight(spec) == preflight_apart(spec)()  # this process has torch: checked here
+    pending = preflight_apart(spec, apart=True)
+    assert not pending.done()  # the child is checking
+    plan = pending.result()
+    here = preflight_apart(spec)
+    assert here.done() and plan == preflight(spec) == here.result()  # this process has torch: checked here
     assert plan.num_train == 192
     of = _last_step_in_driver(spec, plan)
     assert [of({"optim.batch_size": b}) for b in (8, 16)] == [
@@ -243,12 +246,12 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     ]
     assert of({"optim.batch_size": 16}) == 12
     with pytest.raises(SpecError) as err:
-        preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True)()
+        preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True).result()
     assert err.value.problems[0].startswith("pruner.min_resource: 30 > 24")
     code = (
         "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight_apart; "
         "spec = validate_spec({'name': 'p', 'trial': {'model': {'name_or_path': 'tiny-bert'}}}); "
-        "print(preflight_apart(spec)().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
+        "print(preflight_apart(spec).result().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["60", "False", "False"]
