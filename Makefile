@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup sweep validate test test-fast quality style bench mlflow-ui dashboard optuna-dashboard clean demo-data \
-	submit cluster-up cluster-down bench-quick bench-trial
+	submit cluster-up cluster-down bench-quick bench-start bench-trial
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
@@ -65,6 +65,13 @@ bench: setup
 # the same harness, CI-sized (a few minutes): says the harness and every method work, not which is faster
 bench-quick: setup
 	$(BIN)/python -m benchmarks.bench --size quick --seeds 0 1 2
+
+# sweep start -> first training step, finetune-sweep against the plain Ray Tune script and with each
+# start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~15 minutes)
+START_SEEDS ?= 0 1 2 3 4
+bench-start: setup
+	$(BIN)/python -m benchmarks.bench --size start --seeds $(START_SEEDS) --methods finetune-sweep ray-asha \
+		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart
 
 # where one trial's and the demo sweep's time and memory go
 bench-trial: setup

@@ -301,22 +301,28 @@ def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tu
 
     helper = threading.Thread(target=open_in_background, name="sweep-open", daemon=True)
     helper.start()
+
+    def abandon(exc: BaseException) -> None:
+        planned.cancel()
+        helper.join()
+        if "opened" in outcome:  # the record opened before the failure: it ends KILLED (Ctrl-C) or FAILED
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            outcome["opened"].recorder.close(interrupted, not interrupted)
+
     try:
         session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
     except BaseException as exc:
-        planned.cancel()
-        helper.join()
-        if "opened" in outcome:
-            outcome["opened"].recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
+        abandon(exc)
         raise
     try:
         helper.join()
-        if "error" in outcome:
-            raise outcome["error"]
-    except BaseException:
-        planned.cancel()
+    except BaseException as exc:  # Ctrl-C while the record opens
         session.close()
+        abandon(exc)
         raise
+    if "error" in outcome:  # a SpecError (nothing written), or the record could not be opened
+        session.close()
+        raise outcome["error"]
     opened: _Opened = outcome["opened"]
     session.attach(opened.run_dir)
     return session, opened

@@ -255,3 +255,67 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["60", "False", "False"]
+
+
+class _Session:
+    def __init__(self):
+        self.closed, self.attached = False, None
+
+    def close(self):
+        self.closed = True
+
+    def attach(self, run_dir):
+        self.attached = run_dir
+
+
+class _Recorder:
+    def __init__(self):
+        self.closed_as = None
+
+    def close(self, interrupted, crashed=False):
+        self.closed_as = (interrupted, crashed)
+
+
+def _start_with(monkeypatch, tmp_path, ray=None, opened=None):
+    """runner._start with Ray's start and the record's opening replaced (each fails when given an
+    exception): returns the call, the Ray session it would get and the record it would open."""
+    from sweep import ray_backend, runner
+
+    session, recorder = _Session(), _Recorder()
+
+    def start_ray(address, dashboard):
+        if ray is not None:
+            raise ray
+        return session
+
+    def open_(spec, planned, run_dir, resume):
+        if opened is not None:
+            raise opened
+        return runner._Opened(planned.result(), run_dir, "sqlite:///x", recorder, None)
+
+    monkeypatch.setattr(ray_backend, "start_ray", start_ray)
+    monkeypatch.setattr(runner, "_open", open_)
+    monkeypatch.setattr(runner, "new_run_dir", lambda runs_dir, name: tmp_path)
+    planned = runner.PendingPlan(runner.SweepPlan({}, 24))
+    return (lambda: runner._start(_plan_spec(), planned, None)), session, recorder
+
+
+def test_the_sweep_starts_ray_beside_opening_its_record_and_either_failing_ends_the_other(monkeypatch, tmp_path):
+    start, session, recorder = _start_with(monkeypatch, tmp_path)
+    started, opened = start()
+    assert started is session and session.attached == opened.run_dir == tmp_path and not session.closed
+    assert recorder.closed_as is None
+    # Ray cannot start: the record that opened meanwhile ends FAILED, or KILLED on Ctrl-C
+    for exc, closed_as in (
+        (ConnectionError("no Ray at 10.0.0.9:6379"), (False, True)),
+        (KeyboardInterrupt(), (True, False)),
+    ):
+        start, session, recorder = _start_with(monkeypatch, tmp_path, ray=exc)
+        with pytest.raises(type(exc)):
+            start()
+        assert recorder.closed_as == closed_as and session.attached is None
+    # the record cannot open (the data check's SpecError, a tracking server that is down): Ray ends again
+    start, session, recorder = _start_with(monkeypatch, tmp_path, opened=SpecError(["trial.data.path: 'x' is missing"]))
+    with pytest.raises(SpecError):
+        start()
+    assert session.closed and session.attached is None
