@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before anything was recorded (a sweep that started says how to resume)
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception:  # our bug, or a server's error: the whole story, but never a password in it
         import traceback
 

@@ -321,8 +321,9 @@ def _keep_logs(short: Path, run_dir: Path | None) -> None:
         for found in short.glob("session_*/logs"):
             if found.is_dir() and not found.parent.is_symlink():
                 shutil.copytree(found, run_dir / RAY_LOGS_DIR / found.parent.name, symlinks=True, dirs_exist_ok=True)
-        if (run_dir / RAY_DIR).is_symlink():
-            (run_dir / RAY_DIR).unlink()
+        link = run_dir / RAY_DIR
+        if link.is_symlink() and Path(os.readlink(link)) == short:
+            link.unlink()
     shutil.rmtree(short, ignore_errors=True)
 
 
@@ -373,23 +374,48 @@ class RaySession:
         """Show Ray's files in the run dir (``ray``, a link while Ray runs); its logs stay there at close.
 
         A link left by a sweep that was killed (resume) points to that sweep's temp dir: its Ray logs join
-        the run dir's too, and the temp dir goes."""
+        the run dir's too, and the temp dir goes (unless the sweep that made it still runs)."""
         self.run_dir = run_dir.resolve()
         link = self.run_dir / RAY_DIR
         if link.is_symlink():
             left = Path(os.readlink(link))
+            if left != self.temp_dir and _alive(_stand_in_owner(left)):
+                return  # that sweep still runs: its Ray files stay where they are
             link.unlink()
-            if left != self.temp_dir and left.parent == Path(tempfile.gettempdir()) and left.name.startswith("fsweep-"):
+            if left != self.temp_dir and _stand_in_owner(left) is not None and left.is_dir():
                 _keep_logs(left, self.run_dir)
         if self.temp_dir is not None and not link.exists():  # (a run dir of an older version has a real one)
             link.symlink_to(self.temp_dir, target_is_directory=True)
 
     def close(self) -> None:
-        if self.owned and ray.is_initialized():
-            ray.shutdown()
+        if self.owned:
+            ray.shutdown()  # also a node whose start was cut short (ray.is_initialized() is False then)
         if self.temp_dir is not None:
             _keep_logs(self.temp_dir, self.run_dir)
             self.temp_dir = None
+
+
+STAND_IN = "fsweep-ray-"  # + the driver's PID: Ray's temp dirs under /tmp
+
+
+def _stand_in_owner(path: Path) -> int | None:
+    """The PID of the sweep whose Ray temp dir ``path`` is; None if it is not one."""
+    if path.parent != Path(tempfile.gettempdir()) or not path.name.startswith(STAND_IN):
+        return None
+    pid = path.name.removeprefix(STAND_IN).split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def start_ray(address: str | None, dashboard: bool) -> RaySession:
@@ -407,7 +433,7 @@ def start_ray(address: str | None, dashboard: bool) -> RaySession:
         if address in (None, "local"):
             # the dashboard comes with ray[default]; without it Ray runs headless
             has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
-            temp_dir = Path(tempfile.mkdtemp(prefix="fsweep-"))
+            temp_dir = Path(tempfile.mkdtemp(prefix=f"{STAND_IN}{os.getpid()}-"))
             info = ray.init(
                 address="local",
                 include_dashboard=has_dashboard,

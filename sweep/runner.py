@@ -272,19 +272,26 @@ def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: b
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
     recorder = _open_record(spec, run_dir, resume, stored_storage, plan.fingerprints)
-    # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
-    shared = optuna_study.is_shared(spec.execution.storage)
-    owner = recorder.parent_id
-    study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
-    judge = optuna_study.pruning_judge(spec, plan.max_last_step)
-    bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
+    try:
+        # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
+        shared = optuna_study.is_shared(spec.execution.storage)
+        owner = recorder.parent_id
+        study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
+        judge = optuna_study.pruning_judge(spec, plan.max_last_step)
+        bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
+    except BaseException as exc:  # the study cannot open: the record that did ends (KILLED on Ctrl-C)
+        recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
+        raise
     return _Opened(plan, run_dir, stored_storage, recorder, bridge)
 
 
-def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, _Opened]:
+def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, _Opened, bool]:
     """Start Ray (this thread) while the preflight child checks the data and a helper thread then opens
-    the record and the study: the first trial starts seconds sooner than one after the other. Either
-    failing ends the other: Ray is shut down, an opened record closed (KILLED on Ctrl-C, else FAILED)."""
+    the record and the study: the first trial starts seconds sooner than one after the other.
+
+    Returns the Ray session, what was opened, and whether Ctrl-C came meanwhile (then Ray is gone again,
+    the session a stand-in, and the sweep ends KILLED and resumable). Any other failure of either ends the
+    other: Ray is shut down, an opened record closed FAILED; a data mistake (SpecError) is what is raised."""
     import threading
 
     from sweep import ray_backend
@@ -302,30 +309,36 @@ def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tu
     helper = threading.Thread(target=open_in_background, name="sweep-open", daemon=True)
     helper.start()
 
-    def abandon(exc: BaseException) -> None:
-        planned.cancel()
+    def settle(exc: BaseException) -> tuple[Any, _Opened, bool]:
+        """Ray could not start or Ctrl-C came: wait for the helper; on Ctrl-C an opened sweep ends KILLED
+        (returned), else its record ends FAILED and a data mistake is raised before Ray's failure."""
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if interrupted:
+            planned.cancel()  # a data check the user no longer waits for
         helper.join()
-        if "opened" in outcome:  # the record opened before the failure: it ends KILLED (Ctrl-C) or FAILED
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            outcome["opened"].recorder.close(interrupted, not interrupted)
+        if interrupted and "opened" in outcome:
+            return ray_backend.RaySession(), outcome["opened"], True
+        if "opened" in outcome:
+            outcome["opened"].recorder.close(False, True)
+        if isinstance(outcome.get("error"), SpecError) and not interrupted:
+            raise outcome["error"] from None
+        raise exc
 
     try:
         session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
     except BaseException as exc:
-        abandon(exc)
-        raise
+        return settle(exc)
     try:
         helper.join()
     except BaseException as exc:  # Ctrl-C while the record opens
         session.close()
-        abandon(exc)
-        raise
+        return settle(exc)
     if "error" in outcome:  # a SpecError (nothing written), or the record could not be opened
         session.close()
         raise outcome["error"]
     opened: _Opened = outcome["opened"]
     session.attach(opened.run_dir)
-    return session, opened
+    return session, opened, False
 
 
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
@@ -340,7 +353,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
     secrets.resolve(_tracking_uri(spec), "tracking.uri")
     if spec.execution.storage:
         secrets.resolve(spec.execution.storage, "execution.storage")
-    session, opened = _start(spec, planned, resume_dir)
+    session, opened, interrupted = _start(spec, planned, resume_dir)
     plan, run_dir, recorder, bridge = opened.plan, opened.run_dir, opened.recorder, opened.bridge
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
@@ -358,25 +371,26 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                 )
             )
             recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
-    except BaseException:
+        models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
+        num_trials = spec.budget.num_trials - book.num_used()
+        progress = _progress(spec, echo, book)
+        observer = SweepObserver(book, bridge, recorder, models, progress)
+        echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
+        echo(
+            f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); "
+            f"Optuna: {secrets.mask(opened.stored_storage)}"
+        )
+    except BaseException as exc:  # (a resume's record, a closed stdout): Ray ends, the record too
         session.close()
+        recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
         raise
-    models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
-    num_trials = spec.budget.num_trials - book.num_used()
-    progress = _progress(spec, echo, book)
-    observer = SweepObserver(book, bridge, recorder, models, progress)
-
-    echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
-    echo(
-        f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); Optuna: {secrets.mask(opened.stored_storage)}"
-    )
-    interrupted = crashed = False
+    crashed = False
     try:
         try:
             if session.dashboard:
                 (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": session.dashboard}))
                 echo(f"Ray dashboard: {session.dashboard}  (token auth: `make dashboard` prints the token)")
-            if num_trials > 0:
+            if num_trials > 0 and not interrupted:  # (Ctrl-C as the sweep started)
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
                     ray_backend.run_tuner(
                         spec,
@@ -390,7 +404,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
                     )
         finally:
             session.close()  # before the record closes: the held-out test runs in this process
-        observer.end_running(TrialStatus.STOPPED)  # Ray ended them without a result: the time budget ran out
+        # Ray ended them without a result: the time budget ran out
+        observer.end_running(TrialStatus.KILLED if interrupted else TrialStatus.STOPPED)
     except KeyboardInterrupt:
         interrupted = True
         observer.end_running(TrialStatus.KILLED)

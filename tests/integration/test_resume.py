@@ -55,7 +55,7 @@ def _env(cwd):
     ],
 )
 def test_kill_the_driver_then_resume(tmp_path, point, nth):
-    stand_ins = set(Path(tempfile.gettempdir()).glob("fsweep-*"))  # Ray's temp dirs, while a sweep runs
+    stand_ins = set(Path(tempfile.gettempdir()).glob("fsweep-ray-*"))  # Ray's temp dirs, while a sweep runs
     (tmp_path / "kill.yaml").write_text(SPEC)
     killed = _sweep(tmp_path, str(HERE / "kill_driver.py"), point, str(nth), "kill.yaml")
     assert killed.returncode == -9, killed.stdout + killed.stderr  # SIGKILL: no handler ran
@@ -70,7 +70,7 @@ def test_kill_the_driver_then_resume(tmp_path, point, nth):
     runs = runs_of(uri, "kill")
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
     # the killed sweep's Ray temp dir went with the resumed one's; both sessions' logs are in the run dir
-    assert set(Path(tempfile.gettempdir()).glob("fsweep-*")) <= stand_ins
+    assert set(Path(tempfile.gettempdir()).glob("fsweep-ray-*")) <= stand_ins
     assert not (run_dir / "ray").exists() and len(list((run_dir / "ray-logs").glob("session_*"))) == 2
     parents = [r for r in runs if r.data.tags.get("sweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _ray_stand_ins() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("fsweep-*"))
+    return set(Path(tempfile.gettempdir()).glob("fsweep-ray-*"))
 
 
 def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):

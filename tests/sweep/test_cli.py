@@ -59,7 +59,8 @@ def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing started, nothing recorded
 
 
-def test_data_error_exits_2_before_ray_starts(tmp_path):
+def test_data_error_exits_2_and_records_nothing(tmp_path):
+    """(Ray starts while the data is checked, and is gone again.)"""
     proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "trial.data.label_column=sentiment", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: trial.data.label_column: column 'sentiment' is not in")
@@ -91,3 +92,14 @@ def test_predict_to_a_missing_directory_is_one_line(tmp_path):
     )
     proc = _sweep("evaluate", str(tmp_path), "x.csv", cwd=tmp_path)
     assert proc.returncode == 2 and "holds no best model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_before_anything_is_recorded_is_one_line_and_exit_130(monkeypatch, capsys):
+    from sweep import cli, runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    assert cli.main(["run", str(REPO / "search_spaces" / "demo.yaml")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -276,9 +276,10 @@ class _Recorder:
         self.closed_as = (interrupted, crashed)
 
 
-def _start_with(monkeypatch, tmp_path, ray=None, opened=None):
+def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
     """runner._start with Ray's start and the record's opening replaced (each fails when given an
-    exception): returns the call, the Ray session it would get and the record it would open."""
+    exception; ``checked``: the data check's problem): returns the call, the Ray session it would get
+    and the record it would open."""
     from sweep import ray_backend, runner
 
     session, recorder = _Session(), _Recorder()
@@ -289,6 +290,7 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None):
         return session
 
     def open_(spec, planned, run_dir, resume):
+        planned.result()
         if opened is not None:
             raise opened
         return runner._Opened(planned.result(), run_dir, "sqlite:///x", recorder, None)
@@ -296,26 +298,80 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None):
     monkeypatch.setattr(ray_backend, "start_ray", start_ray)
     monkeypatch.setattr(runner, "_open", open_)
     monkeypatch.setattr(runner, "new_run_dir", lambda runs_dir, name: tmp_path)
-    planned = runner.PendingPlan(runner.SweepPlan({}, 24))
+    planned = runner.PendingPlan(runner.SweepPlan({}, 24), checked)
     return (lambda: runner._start(_plan_spec(), planned, None)), session, recorder
 
 
 def test_the_sweep_starts_ray_beside_opening_its_record_and_either_failing_ends_the_other(monkeypatch, tmp_path):
     start, session, recorder = _start_with(monkeypatch, tmp_path)
-    started, opened = start()
+    started, opened, interrupted = start()
     assert started is session and session.attached == opened.run_dir == tmp_path and not session.closed
-    assert recorder.closed_as is None
-    # Ray cannot start: the record that opened meanwhile ends FAILED, or KILLED on Ctrl-C
-    for exc, closed_as in (
-        (ConnectionError("no Ray at 10.0.0.9:6379"), (False, True)),
-        (KeyboardInterrupt(), (True, False)),
-    ):
-        start, session, recorder = _start_with(monkeypatch, tmp_path, ray=exc)
-        with pytest.raises(type(exc)):
-            start()
-        assert recorder.closed_as == closed_as and session.attached is None
+    assert recorder.closed_as is None and not interrupted
+    # Ray cannot start: the record that opened meanwhile ends FAILED
+    start, session, recorder = _start_with(monkeypatch, tmp_path, ray=ConnectionError("no Ray at 10.0.0.9:6379"))
+    with pytest.raises(ConnectionError):
+        start()
+    assert recorder.closed_as == (False, True)
+    # ... unless the data is wrong too: that is the error the user gets (exit 2)
+    problem = SpecError(["trial.data.path: 'x.csv' does not exist; fix the path"])
+    start, session, recorder = _start_with(monkeypatch, tmp_path, ray=ConnectionError("no Ray"), checked=problem)
+    with pytest.raises(SpecError):
+        start()
+    # Ctrl-C while Ray starts: the opened sweep is returned to end KILLED (and resumable), without Ray
+    start, session, recorder = _start_with(monkeypatch, tmp_path, ray=KeyboardInterrupt())
+    stand_in, opened, interrupted = start()
+    assert interrupted and not stand_in.owned and recorder.closed_as is None
     # the record cannot open (the data check's SpecError, a tracking server that is down): Ray ends again
-    start, session, recorder = _start_with(monkeypatch, tmp_path, opened=SpecError(["trial.data.path: 'x' is missing"]))
+    start, session, recorder = _start_with(monkeypatch, tmp_path, checked=problem)
     with pytest.raises(SpecError):
         start()
     assert session.closed and session.attached is None
+    start, session, recorder = _start_with(monkeypatch, tmp_path, opened=ConnectionError("MLflow at :5000 is down"))
+    with pytest.raises(ConnectionError):
+        start()
+    assert session.closed
+
+
+def test_a_study_that_cannot_open_ends_the_record_that_did(monkeypatch, tmp_path):
+    from sweep import optuna_study, runner
+
+    recorder = _Recorder()
+    recorder.parent_id = "p1"
+    monkeypatch.setattr(runner, "_open_record", lambda *args: recorder)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(optuna_study, "open_study", broken)
+    spec = _plan_spec(execution={"runs_dir": str(tmp_path / "runs")}, tracking={"uri": f"sqlite:///{tmp_path}/m.db"})
+    with pytest.raises(RuntimeError):
+        runner._open(spec, runner.PendingPlan(runner.SweepPlan({}, 24)), tmp_path, False)
+    assert recorder.closed_as == (False, True)
+
+
+def test_resume_takes_a_killed_sweeps_ray_files_in_and_leaves_a_running_ones(tmp_path):
+    """The run dir's ``ray`` link of a SIGKILLed sweep points to its /tmp dir: resume keeps its logs in
+    the run dir and removes it. A dir whose sweep still runs (its PID is in the name) stays."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from sweep.ray_backend import STAND_IN, RaySession
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for owner, kept in ((int(dead.stdout), False), (os.getppid(), True)):
+        run_dir = tmp_path / f"run-{owner}"
+        run_dir.mkdir()
+        left = Path(tempfile.mkdtemp(prefix=f"{STAND_IN}{owner}-"))
+        (left / "session_1" / "logs").mkdir(parents=True)
+        (left / "session_1" / "logs" / "raylet.out").write_text("the killed sweep's log")
+        (run_dir / "ray").symlink_to(left)
+        RaySession().attach(run_dir)
+        try:
+            assert left.is_dir() == kept and (run_dir / "ray").is_symlink() == kept
+            assert (run_dir / "ray-logs" / "session_1" / "raylet.out").is_file() != kept
+        finally:
+            import shutil
+
+            shutil.rmtree(left, ignore_errors=True)
