@@ -377,12 +377,12 @@ class RaySession:
         the run dir's too, and the temp dir goes (unless the sweep that made it still runs)."""
         self.run_dir = run_dir.resolve()
         link = self.run_dir / RAY_DIR
-        if link.is_symlink():
-            left = Path(os.readlink(link))
-            if left != self.temp_dir and _alive(_stand_in_owner(left)):
+        if link.is_symlink() and Path(os.readlink(link)) != self.temp_dir:
+            left, owner = Path(os.readlink(link)), _stand_in_owner(Path(os.readlink(link)))
+            if _alive(owner):
                 return  # that sweep still runs: its Ray files stay where they are
             link.unlink()
-            if left != self.temp_dir and _stand_in_owner(left) is not None and left.is_dir():
+            if owner is not None and left.is_dir():
                 _keep_logs(left, self.run_dir)
         if self.temp_dir is not None and not link.exists():  # (a run dir of an older version has a real one)
             link.symlink_to(self.temp_dir, target_is_directory=True)

@@ -290,6 +290,11 @@ def test_sweep_on_ray_records_one_parent_and_one_child_per_trial(tmp_path):
     assert best_config.optim.learning_rate == study.best_trial.params["optim.learning_rate"]
     assert (result.run_dir / "best" / "model" / "config.json").is_file()
     assert not any((result.run_dir / "models").iterdir())  # only the best model is kept
+    # Tune's CSV and JSON logs per trial, not its TensorBoardX events (that logger imports torch in the driver)
+    trial_dirs = list((result.run_dir / "tune").glob("trial_*"))
+    assert len(trial_dirs) == 5
+    assert all((d / "progress.csv").is_file() and (d / "result.json").is_file() for d in trial_dirs)
+    assert not list((result.run_dir / "tune").rglob("events.out.tfevents*"))
 
 
 def test_grid_exhaustion_ends_the_sweep_early_with_every_point_once(tmp_path):
