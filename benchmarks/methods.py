@@ -46,6 +46,9 @@ VARIANTS = {
     "finetune-sweep/prestart": [],
     # before: the data check, then the record, then Ray, one after the other (SERIAL_START below)
     "finetune-sweep/serial-start": [],
+    # before: the data check read each model's depth with transformers' AutoConfig, which imports torch
+    # (~3 CPU-s beside Ray's start)
+    "finetune-sweep/autoconfig-check": [],
 }
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
@@ -67,6 +70,7 @@ def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any
 
 
 SERIAL_START = "finetune-sweep/serial-start"
+AUTOCONFIG_CHECK = "finetune-sweep/autoconfig-check"
 
 
 def _env() -> None:
@@ -130,7 +134,7 @@ def run_finetune_sweep(seed: int, size: Size, work: Path, variant: list[str] | N
     }
     for rec in result.trials:
         run = runs.get(rec.ray_id)
-        if run is not None:
+        if run is not None and rec.number is not None:
             for m in client.get_metric_history(run.info.run_id, "val_accuracy"):
                 evals.append((m.timestamp / 1000, rec.number, m.step, m.value))
             losses[rec.number] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
@@ -407,6 +411,12 @@ def main() -> None:
             import sweep.runner
 
             sweep.runner._start = _serial_start  # type: ignore[assignment]
+        if method == AUTOCONFIG_CHECK:
+            import sweep.runner
+
+            # the child asks AutoConfig for every depth, as before trainers.model_files.stated_depth
+            before = "import trainers.plan; trainers.plan.stated_depth = lambda name: None; "
+            sweep.runner._PREFLIGHT_CHILD = before + sweep.runner._PREFLIGHT_CHILD
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(seed, size, work, VARIANTS.get(method))
         elif method in ("random", "ray-asha"):

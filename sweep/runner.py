@@ -151,7 +151,7 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
         except SpecError as exc:
             return PendingPlan(problem=exc)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from sweep.runner import _preflight_child; _preflight_child()"],
+        [sys.executable, "-c", _PREFLIGHT_CHILD],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -179,6 +179,10 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
     pending = PendingPlan()
     pending._wait, pending._proc = plan, proc
     return pending
+
+
+_PREFLIGHT_CHILD = "from sweep.runner import _preflight_child; _preflight_child()"
+"""The child's program (the benchmark's variants change it)."""
 
 
 def _preflight_child() -> None:

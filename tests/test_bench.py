@@ -69,20 +69,22 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
         r["seed"] = i % 3
     for r in runs:
         r |= {"steps": 1000, "test_acc": 0.8, "peak_gib": 2.0, "first_step_s": 12.0 if r["method"] == "random" else 9.0}
+        r["start_cpu_s"] = 2 * r["first_step_s"]
     variant = {"wall_s": 80, "cpu_s": 160, "best_val": 0.84, "steps": 1500, "test_acc": 0.79, "peak_gib": 2.0}
-    variant["first_step_s"] = 14.0
+    variant |= {"first_step_s": 14.0, "start_cpu_s": 27.0}
     runs.append({"method": "finetune-sweep/fp32", "seed": 2, **variant})  # one seed: paired with ours on it
     lines = ratios(runs)
     # the variant (finetune-sweep with a speed-up taken back) is not a baseline
     assert lines[0].startswith("- finetune-sweep / fastest baseline (hf-trainer): wall 0.45x, CPU-s 0.45x")
     assert "finetune-sweep 0.840, best baseline 0.830" in lines[1]
     assert lines[2] == (
-        "- median start -> first step: finetune-sweep 9.0 s (target <= 10 s), hf-trainer 9.0 s, random 12.0 s"
+        "- median start -> first step: finetune-sweep 9.0 s, 18 CPU-s (target <= 10 s), hf-trainer 9.0 s, 18 CPU-s, "
+        "random 12.0 s, 24 CPU-s"
     )
     assert lines[3] == (
         "- finetune-sweep/fp32 -> finetune-sweep (seeds [2]): peak 2.00 -> 2.00 GiB, wall 80 -> 60 s (0.75x), "
         "CPU-s 160 -> 120, steps 1500 -> 1000, best val 0.840 -> 0.840, test 0.790 -> 0.800, "
-        "start -> step 14.0 -> 9.0 s"
+        "start -> step 14.0 -> 9.0 s (27 -> 18 CPU-s)"
     )
     text = table(runs, ["finetune-sweep", "random", "hf-trainer"])
     assert text.splitlines()[2].startswith("| finetune-sweep | 3 | 50 (40–60) |")
@@ -158,6 +160,21 @@ def test_variant_seeds_run_the_variants_on_those_seeds_only(tmp_path, monkeypatc
     assert {s for m, s in ran if m == "finetune-sweep"} == {0, 1}
     summary = next(tmp_path.glob("quick-*/summary.json")).read_text()
     assert "(seeds [0])" in summary
+
+
+def test_the_cpu_between_two_moments_is_interpolated_between_the_monitors_samples():
+    """start_cpu_s: the tree's CPU-s from the sweep's start to its first step, which fall between samples."""
+    import os
+
+    from benchmarks import bench
+
+    monitor = bench.Monitor(os.getpid())
+    # (time, tree CPU-s, PSS, machine busy, RSS, own CPU-s): 2 cores busy from t=100 to t=101, then 1
+    monitor.samples = [(100.0, 10.0, None, 0, 0, 0), (100.5, 11.0, None, 0, 0, 0), (101.0, 12.0, None, 0, 0, 0)]
+    monitor.samples.append((101.5, 12.5, None, 0, 0, 0))
+    assert monitor.cpu_between(100.25, 101.25) == pytest.approx(1.75)
+    assert monitor.cpu_between(100.5, 101.0) == pytest.approx(1.0)
+    assert monitor.cpu_between(99.0, 102.0) == pytest.approx(2.5)  # beyond the samples: their ends
 
 
 def test_the_monitor_counts_memory_that_forked_processes_share_once(tmp_path):

