@@ -71,7 +71,8 @@ bench-quick: setup
 START_SEEDS ?= 0 1 2 3 4
 bench-start: setup
 	$(BIN)/python -m benchmarks.bench --size start --seeds $(START_SEEDS) --methods finetune-sweep ray-asha \
-		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/autoconfig-check
+		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/autoconfig-check \
+		finetune-sweep/existing-store
 
 # where one trial's and the demo sweep's time and memory go
 bench-trial: setup
