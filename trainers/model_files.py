@@ -4,7 +4,10 @@ beside Ray's start on a 2-core machine). Loading a model stays in ``trainers.mod
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import runpy
 from pathlib import Path
 
 from trainers.config import DEFAULT_MODEL
@@ -24,8 +27,9 @@ def resolve_model_path(name: str) -> str:
 
 def stated_depth(name: str) -> int | None:
     """The ``num_hidden_layers`` that the model's config.json states, read where the file is at hand (a
-    local directory, the hub's cache). None where it is not, or where the config names its depth otherwise
-    (GPT-2's ``n_layer``, a nested ``text_config``): then ``AutoConfig`` is asked, as in loading."""
+    local directory, the hub's cache). None where it is not, where the config names its depth otherwise
+    (GPT-2's ``n_layer``, a nested ``text_config``), or where its model type is one transformers does not
+    know or runs remote code: then ``AutoConfig`` is asked, as in loading, and its error is the check's."""
     if name in TINY_FAMILIES:
         return TINY_DEPTH
     path = Path(resolve_model_path(name))
@@ -43,5 +47,22 @@ def stated_depth(name: str) -> int | None:
         config = json.loads(file.read_text(encoding="utf-8")) if file is not None else None
     except (OSError, ValueError):
         return None
-    depth = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or "auto_map" in config or config.get("model_type") not in _known_model_types():
+        return None  # remote code, or a type this transformers does not know: AutoConfig's error says so
+    depth = config.get("num_hidden_layers")
     return depth if type(depth) is int and depth > 0 else None
+
+
+@functools.cache
+def _known_model_types() -> frozenset[str]:
+    """The model types transformers knows, from its own table (``CONFIG_MAPPING_NAMES``), read without
+    importing transformers; empty (every model asks AutoConfig) where the table is not where it was."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or spec.origin is None:
+        return frozenset()
+    table = Path(spec.origin).parent / "models" / "auto" / "auto_mappings.py"
+    try:
+        names = runpy.run_path(str(table)).get("CONFIG_MAPPING_NAMES", {})
+    except (OSError, SyntaxError, ImportError):
+        return frozenset()
+    return frozenset(names) if isinstance(names, dict) else frozenset()

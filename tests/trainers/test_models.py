@@ -116,6 +116,14 @@ def test_the_depth_check_reads_config_json_and_asks_autoconfig_where_it_names_la
     assert stated_depth(str(gpt2)) is None
     assert stated_depth(str(tmp_path / "none")) is None  # not a directory, not in the hub's cache
     assert stated_depth("no such:hub id") is None  # not even a valid hub id
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-type", "num_hidden_layers": 3}))
+    assert stated_depth(str(unknown)) is None  # AutoConfig rejects it, as loading would
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({**json.loads((bert / "config.json").read_text()), "auto_map": {}}))
+    assert stated_depth(str(remote)) is None  # remote code: AutoConfig decides
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     assert stated_depth(str(tmp_path / "broken")) is None
@@ -126,5 +134,7 @@ def test_the_depth_check_reads_config_json_and_asks_autoconfig_where_it_names_la
         check_layers(tiny_config("classification", f"model.name_or_path={gpt2}", "model.num_layers=6"))
     with pytest.raises(ConfigError, match=r"model.num_layers: 4 > the 3 layers"):
         check_layers(tiny_config("classification", f"model.name_or_path={bert}", "model.num_layers=4"))
+    with pytest.raises(ConfigError, match=r"model.name_or_path: '.*unknown' .*no-such-type"):
+        check_layers(tiny_config("classification", f"model.name_or_path={unknown}"))
     with pytest.raises(ConfigError, match=r"model.name_or_path: '.*none' is not a local model directory"):
         check_layers(tiny_config("classification", f"model.name_or_path={tmp_path / 'none'}"))
