@@ -26,25 +26,17 @@ def resolve_model_path(name: str) -> str:
 
 
 def stated_depth(name: str) -> int | None:
-    """The ``num_hidden_layers`` that the model's config.json states, read where the file is at hand (a
-    local directory, the hub's cache). None where it is not, where the config names its depth otherwise
+    """The ``num_hidden_layers`` that a local model directory's config.json states. None for a hub id, a
+    directory without a readable config.json, a config that names its depth otherwise
     (GPT-2's ``n_layer``, a nested ``text_config``), or where its model type is one transformers does not
     know or runs remote code: then ``AutoConfig`` is asked, as in loading, and its error is the check's."""
     if name in TINY_FAMILIES:
         return TINY_DEPTH
     path = Path(resolve_model_path(name))
-    if path.is_dir():
-        file: Path | None = path / "config.json"
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(name, "config.json")
-        except ValueError:  # not a hub id either: AutoConfig says what is wrong
-            return None
-        file = Path(cached) if isinstance(cached, str) else None
+    if not path.is_dir():  # a hub id: AutoConfig, which knows the hub's latest revision and offline mode
+        return None
     try:
-        config = json.loads(file.read_text(encoding="utf-8")) if file is not None else None
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(config, dict) or "auto_map" in config or config.get("model_type") not in _known_model_types():

@@ -114,8 +114,8 @@ def test_the_depth_check_reads_config_json_and_asks_autoconfig_where_it_names_la
     assert "num_hidden_layers" not in json.loads((gpt2 / "config.json").read_text())
     assert stated_depth(str(bert)) == 3
     assert stated_depth(str(gpt2)) is None
-    assert stated_depth(str(tmp_path / "none")) is None  # not a directory, not in the hub's cache
-    assert stated_depth("no such:hub id") is None  # not even a valid hub id
+    assert stated_depth(str(tmp_path / "none")) is None  # not a directory: AutoConfig's error
+    assert stated_depth("org/bert") is None  # a hub id: AutoConfig (the hub's latest revision, offline mode)
     unknown = tmp_path / "unknown"
     unknown.mkdir()
     (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-type", "num_hidden_layers": 3}))
