@@ -111,23 +111,27 @@ class Monitor(threading.Thread):
             )
             self.stop.wait(0.5)
 
+    def _around(self, t: float) -> tuple[Any, Any]:
+        """The last sample at or before ``t`` and the first at or after it (the ends beyond the samples)."""
+        before = max((s for s in self.samples if s[0] <= t), key=lambda s: s[0], default=self.samples[0])
+        after = min((s for s in self.samples if s[0] >= t), key=lambda s: s[0], default=self.samples[-1])
+        return before, after
+
     def cpu_between(self, t0: float, t1: float) -> float:
         """The tree's CPU-s from t0 to t1, interpolated between samples (a process that ends between two
         samples keeps what the last one saw)."""
 
         def at(t: float) -> float:
-            before = max((s for s in self.samples if s[0] <= t), key=lambda s: s[0], default=self.samples[0])
-            after = min((s for s in self.samples if s[0] >= t), key=lambda s: s[0], default=self.samples[-1])
+            before, after = self._around(t)
             if after[0] <= before[0]:
-                return before[1]
-            return before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0])
+                return float(before[1])
+            return float(before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0]))
 
         return at(t1) - at(t0)
 
     def window(self, t0: float, t1: float) -> dict[str, Any]:
         inside = [s for s in self.samples if t0 <= s[0] <= t1] or self.samples[-1:]
-        before = max((s for s in self.samples if s[0] <= t0), key=lambda s: s[0], default=self.samples[0])
-        after = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=self.samples[-1])
+        before, after = self._around(t0)[0], self._around(t1)[1]
         own = after[1] - before[1]
         machine = after[3] - before[3]
         monitor = after[5] - before[5]
