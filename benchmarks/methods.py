@@ -16,6 +16,7 @@ Methods:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -53,6 +54,11 @@ VARIANTS = {
     # not a speed-up: a project's later sweeps, whose MLflow database exists (another process made it,
     # outside the clock); every other run opens a new one (~1 CPU-s of schema migrations)
     "finetune-sweep/existing-store": [],
+    # before: the trial workers' cyclic collector ran while they imported torch and transformers, and walked
+    # those objects at every trial's start and end (GC_IN_WORKERS below)
+    "finetune-sweep/gc-in-workers": [],
+    # before: the collector ran through the sweep's start in the driver and the data check's child
+    "finetune-sweep/gc-at-start": [],
 }
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
@@ -73,9 +79,20 @@ def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any
     return session, opened
 
 
+def warm_worker_collecting() -> None:
+    """``sweep.ray_backend.warm_worker`` as it was: the imports with the collector on, and no freeze when the
+    first trial starts (this hook runs in each trial worker, before its trainable is called)."""
+    from sweep import ray_backend
+
+    ray_backend._settle_worker = lambda: None
+    import trainers.loop  # noqa: F401
+
+
 SERIAL_START = "finetune-sweep/serial-start"
 AUTOCONFIG_CHECK = "finetune-sweep/autoconfig-check"
 EXISTING_STORE = "finetune-sweep/existing-store"
+GC_IN_WORKERS = "finetune-sweep/gc-in-workers"
+GC_AT_START = "finetune-sweep/gc-at-start"
 
 
 def _env() -> None:
@@ -427,6 +444,15 @@ def main() -> None:
             # the child asks AutoConfig for every depth, as before trainers.model_files.stated_depth
             before = "import trainers.plan; trainers.plan.stated_depth = lambda name: None; "
             sweep.runner._PREFLIGHT_CHILD = before + sweep.runner._PREFLIGHT_CHILD
+        if method == GC_IN_WORKERS:
+            from sweep import ray_backend
+
+            ray_backend.WARM_HOOK = "benchmarks.methods.warm_worker_collecting"  # (this file runs as __main__)
+        if method == GC_AT_START:
+            import sweep.runner
+
+            sweep.runner.collector_paused_for_start = lambda: contextlib.nullcontext(lambda: None)  # type: ignore[assignment,return-value]
+            sweep.runner._PREFLIGHT_CHILD = sweep.runner._PREFLIGHT_CHILD.replace("import gc; gc.disable(); ", "")
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(seed, size, work, VARIANTS.get(method), method == EXISTING_STORE)
         elif method in ("random", "ray-asha"):

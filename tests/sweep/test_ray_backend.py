@@ -230,3 +230,49 @@ def test_the_median_scheduler_passes_the_judged_metric():
     bridge.tell("a", TrialStatus.COMPLETED, 0.56)
     bridge.ask("b")
     assert scheduler.on_trial_result(None, _trial("b"), {"val_accuracy": 0.56, "val_loss": 0.7, "step": 10}) == "STOP"
+
+
+WORKER_START = """
+import gc, json, sys, weakref
+from sweep import ray_backend
+
+class Cycle:
+    pass
+
+def garbage():
+    a, b = Cycle(), Cycle()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+if sys.argv[1] == "hook":
+    ray_backend.warm_worker()  # as Ray runs it when the worker starts
+imported = {"enabled": gc.isenabled(), "trial_code": "trainers.loop" in sys.modules}
+before = garbage()  # made before the first trial
+ray_backend._settle_worker()  # the worker's first trial starts
+first = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "kept": before() is not None}
+during = garbage()  # a trial's cycle
+ray_backend._settle_worker()  # the next trial starts: nothing more is frozen
+gc.collect()
+later = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "kept": during() is not None}
+print(json.dumps([imported, first, later]))
+"""
+
+
+@pytest.mark.parametrize("hook", ["hook", "no-hook"])
+def test_a_workers_imports_run_without_the_collector_and_stay_frozen_from_its_first_trial(hook):
+    """warm_worker imports the trial code with the cyclic collector off; the first trial's start freezes
+    what exists then (so release_memory's collections skip it) and turns the collector on; later trials
+    freeze nothing more, and their cycles are collected. Without the hook (a cluster's own runtime env),
+    the first trial collects before it freezes, so no garbage is kept."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_START, hook], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    imported, first, later = json.loads(out.splitlines()[-1])
+    assert imported == {"enabled": hook == "no-hook", "trial_code": hook == "hook"}
+    assert first["enabled"] and first["frozen"] > 10_000  # Ray's and pydantic's objects at least
+    assert first["kept"] == (hook == "hook")  # the hook's few unreachable cycles stay with the worker
+    assert later == {"enabled": True, "frozen": first["frozen"], "kept": False}

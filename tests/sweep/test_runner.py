@@ -395,3 +395,42 @@ def test_resume_takes_a_killed_sweeps_ray_files_in_and_leaves_a_running_ones(tmp
             import shutil
 
             shutil.rmtree(left, ignore_errors=True)
+
+
+def test_the_sweeps_start_runs_without_the_collector_and_gives_it_back(monkeypatch):
+    """run_sweep pauses Python's cyclic collector from its first step (the data check starts) through Ray's
+    start and the record's opening; then it freezes what the start made and turns the collector on, and at
+    the sweep's end unfreezes it. A failed start gives the collector back as it was; a caller's own pause
+    or freeze is left alone."""
+    import gc
+
+    from sweep import runner
+
+    seen = []
+
+    def failing_check(spec, apart=None):
+        seen.append(gc.isenabled())
+        raise SpecError(["data.path: stop here"])
+
+    monkeypatch.setattr(runner, "preflight_apart", failing_check)
+    spec = validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}})
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with pytest.raises(SpecError):
+        runner.run_sweep(spec)
+    assert seen == [False] and gc.isenabled() and gc.get_freeze_count() == 0
+
+    with runner.collector_paused_for_start() as start_over:
+        assert not gc.isenabled()
+        made = [[] for _ in range(1000)]  # the start's objects
+        start_over()
+        assert gc.isenabled() and gc.get_freeze_count() >= 1000  # the trials run; the start's objects rest
+        start_over()  # (once is enough: a second call freezes nothing more)
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and made
+    gc.disable()
+    try:
+        with runner.collector_paused_for_start() as start_over:
+            start_over()
+            assert not gc.isenabled() and gc.get_freeze_count() == 0
+        assert not gc.isenabled()  # the caller's pause: theirs to end
+    finally:
+        gc.enable()
