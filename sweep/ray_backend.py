@@ -104,7 +104,7 @@ def _settle_worker() -> None:
     back). Without this, every full collection walked the ~480,000 import-time objects: 0.25 CPU-s for each
     ``release_memory`` at a trial's start and end. Where no hook held the collector back (a cluster's own
     runtime env), the same freeze follows one collection, so no garbage is kept."""
-    if gc.get_freeze_count():
+    if gc.isenabled() and gc.get_freeze_count():
         return  # not the worker's first trial
     if gc.isenabled():
         gc.collect()
