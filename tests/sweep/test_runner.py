@@ -231,6 +231,8 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     import subprocess
     import sys
 
+    import torch  # noqa: F401  (as in a notebook: preflight_apart then checks in this process)
+
     from sweep.runner import _last_step_in_driver, last_step_of, preflight_apart
 
     spec = _plan_spec(space={"optim.batch_size": {"type": "categorical", "choices": [8, 16]}})
