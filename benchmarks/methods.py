@@ -69,14 +69,15 @@ VARIANT_ENV = {
 }
 
 
-def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any, Any]:
-    """``sweep.runner._start`` as it was: wait for the data check, open the record, then start Ray."""
+def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any, Any, bool]:
+    """``sweep.runner._start`` as it was: wait for the data check, open the record, then start Ray (and no
+    Ctrl-C handling: the third value, interrupted, is False)."""
     from sweep import ray_backend, runner
 
     opened = runner._open(spec, planned, resume_dir, resume_dir is not None)
     session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
     session.attach(opened.run_dir)
-    return session, opened
+    return session, opened, False
 
 
 def warm_worker_collecting() -> None:
@@ -452,7 +453,9 @@ def main() -> None:
             import sweep.runner
 
             sweep.runner.collector_paused_for_start = lambda: contextlib.nullcontext(lambda: None)  # type: ignore[assignment,return-value]
-            sweep.runner._PREFLIGHT_CHILD = sweep.runner._PREFLIGHT_CHILD.replace("import gc; gc.disable(); ", "")
+            paused = "import gc; gc.disable(); "
+            assert paused in sweep.runner._PREFLIGHT_CHILD, "the child's program changed: update this variant"
+            sweep.runner._PREFLIGHT_CHILD = sweep.runner._PREFLIGHT_CHILD.replace(paused, "")
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(seed, size, work, VARIANTS.get(method), method == EXISTING_STORE)
         elif method in ("random", "ray-asha"):

@@ -98,17 +98,22 @@ def trainable(config: dict[str, Any]) -> None:
     tune.report({OUTCOME_KEY: final, **_placement()})
 
 
+_settled = False  # this worker's first trial has started (``_settle_worker``)
+
+
 def _settle_worker() -> None:
-    """A worker's first trial starts: what the worker imported lives as long as it does, so the cyclic
-    collector leaves those objects alone from now on (``gc.freeze``) and runs again (``warm_worker`` held it
-    back). Without this, every full collection walked the ~480,000 import-time objects: 0.25 CPU-s for each
-    ``release_memory`` at a trial's start and end. Where no hook held the collector back (a cluster's own
-    runtime env), the same freeze follows one collection, so no garbage is kept."""
-    if gc.isenabled() and gc.get_freeze_count():
-        return  # not the worker's first trial
-    if gc.isenabled():
-        gc.collect()
-    gc.freeze()
+    """A worker's trial starts. At its first, what exists (the worker's imports, Tune's actor) lives about
+    as long as the worker, so the cyclic collector leaves those objects alone from then on (``gc.freeze``):
+    without this, every full collection walked the ~480,000 import-time objects, 0.25 CPU-s for each
+    ``release_memory`` at a trial's start and end. Where no hook paused the collector (a cluster's own
+    runtime env, a Ray already running), one collection comes first, so no garbage is frozen. The
+    collector is on for every trial (``warm_worker`` paused it)."""
+    global _settled
+    if not _settled:
+        if gc.isenabled():
+            gc.collect()
+        _settled = True
+        gc.freeze()
     gc.enable()
 
 
@@ -352,7 +357,7 @@ def warm_worker() -> None:
     before Tune hands it the trial; the cyclic collector waits for the trial (``_settle_worker``). Those
     imports make ~480,000 objects that live as long as the worker, and collecting while they were made
     took ~1 of the ~5.5 CPU-s a worker needed before its first step. The few cycles left unreachable
-    meanwhile (~13,000 objects, under 1 MB) stay with the worker."""
+    meanwhile (~13,000 objects, under 1 MB) stay with the worker, frozen."""
     gc.disable()
     import trainers.loop  # noqa: F401  (torch, transformers, peft)
 

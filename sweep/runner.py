@@ -187,9 +187,16 @@ _PREFLIGHT_CHILD = "import gc; gc.disable(); from sweep.runner import _preflight
 
 
 def _preflight_child() -> None:
-    """``preflight_apart``'s child: the spec (JSON) on stdin, its plan (or its problems) on stdout."""
+    """``preflight_apart``'s child: the spec (JSON) on stdin, its plan (or its problems) on stdout. It
+    imports with the cyclic collector off (``_PREFLIGHT_CHILD``), then freezes those objects and turns it
+    on for reading the data."""
     import dataclasses
 
+    import trainers.data  # (pandas, numpy)
+    import trainers.plan  # noqa: F401
+
+    gc.freeze()
+    gc.enable()
     spec = SweepSpec.model_validate(json.loads(sys.stdin.read()))
     try:
         answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec))}
@@ -353,22 +360,22 @@ def collector_paused_for_start() -> Iterator[Callable[[], None]]:
     ``started`` it yields, called as the trials are about to start, freezes what exists then (turned on
     unfrozen, it spent ~0.45 s walking the start's objects right then, on the way to the first trial) and
     turns the collector on; at the sweep's end the frozen objects are the collector's again. A caller
-    that paused or froze it already keeps it as it is. (The data check's child runs without it, and each
-    trial worker until its first trial: ``ray_backend.warm_worker``.)"""
+    that paused or froze it already keeps it as it is. (The data check's child imports without it, and
+    so does each trial worker of a local Ray the sweep starts: ``ray_backend.warm_worker``.)"""
     if not gc.isenabled() or gc.get_freeze_count():
         yield lambda: None
         return
-    gc.disable()
     froze = False
 
     def started() -> None:
         nonlocal froze
         if not froze:
+            froze = True  # (first: a Ctrl-C between the two still leaves nothing frozen at the end)
             gc.freeze()
-            froze = True
         gc.enable()
 
     try:
+        gc.disable()
         yield started
     finally:
         gc.enable()

@@ -436,3 +436,43 @@ def test_the_sweeps_start_runs_without_the_collector_and_gives_it_back(monkeypat
         assert not gc.isenabled()  # the caller's pause: theirs to end
     finally:
         gc.enable()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with runner.collector_paused_for_start() as start_over:
+            assert gc.isenabled()  # the caller's freeze: the collector is theirs to manage
+            start_over()
+        assert gc.isenabled() and frozen - 100 < gc.get_freeze_count() <= frozen  # (refcounts free a few)
+    finally:
+        gc.unfreeze()
+
+
+def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_until_the_sweep_ends(monkeypatch):
+    """Between the start and the sweep's end (here: the first thing after the start fails) the collector is
+    on and what the start made is frozen; after the sweep nothing is frozen any more."""
+    import gc
+    from types import SimpleNamespace
+
+    from sweep import runner
+
+    seen = {}
+
+    def start(spec, planned, resume_dir):
+        seen["start"] = (gc.isenabled(), gc.get_freeze_count())
+        opened = SimpleNamespace(plan=None, run_dir=Path("unused"), recorder=None, bridge=None)
+        return SimpleNamespace(), opened, False
+
+    def models(models_dir):  # the first step after the start
+        seen["trials"] = (gc.isenabled(), gc.get_freeze_count())
+        raise RuntimeError("stop here")
+
+    plan = runner.SweepPlan({}, 1)
+    monkeypatch.setattr(runner, "preflight_apart", lambda spec, apart=None: runner.PendingPlan(plan))
+    monkeypatch.setattr(runner, "_start", start)
+    monkeypatch.setattr(runner, "ModelFiles", models)
+    spec = validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}})
+    with pytest.raises(RuntimeError, match="stop here"):
+        runner.run_sweep(spec)
+    assert seen["start"] == (False, 0)
+    assert seen["trials"][0] and seen["trials"][1] > 10_000
+    assert gc.isenabled() and gc.get_freeze_count() == 0
