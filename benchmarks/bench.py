@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.methods import METHODS, VARIANT_ENV, VARIANTS
+from benchmarks.methods import COMPARED_WITH, METHODS, VARIANT_ENV, VARIANTS
 from benchmarks.task import SIZES, TARGET_ACC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,12 +282,14 @@ def ratios(runs: list[dict[str, Any]]) -> list[str]:
             ),
         ]
     for name, before in sorted(med.items()):
-        if ours and name in VARIANTS:
-            # against finetune-sweep on the variant's seeds only: the same sampled trials, paired
+        against = COMPARED_WITH.get(name, "finetune-sweep")
+        if name in VARIANTS and against in med:
+            # against finetune-sweep (or the variant it takes a speed-up back from) on the variant's seeds
+            # only: the same sampled trials, paired
             seeds = {r["seed"] for r in runs if r["method"] == name}
-            after = {k: median("finetune-sweep", k, seeds) for k in keys}
+            after = {k: median(against, k, seeds) for k in keys}
             lines.append(
-                f"- {name} -> finetune-sweep (seeds {sorted(seeds)}): peak {before['peak_gib']:.2f} -> {after['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {after['wall_s']:.0f} s "
+                f"- {name} -> {against} (seeds {sorted(seeds)}): peak {before['peak_gib']:.2f} -> {after['peak_gib']:.2f} GiB, wall {before['wall_s']:.0f} -> {after['wall_s']:.0f} s "
                 f"({after['wall_s'] / before['wall_s']:.2f}x), CPU-s {before['cpu_s']:.0f} -> {after['cpu_s']:.0f}, "
                 f"steps {before['steps']:.0f} -> {after['steps']:.0f}, best val {before['best_val']:.3f} -> "
                 f"{after['best_val']:.3f}, test {before['test_acc']:.3f} -> {after['test_acc']:.3f}, "

@@ -59,7 +59,15 @@ VARIANTS = {
     "finetune-sweep/gc-in-workers": [],
     # before: the collector ran through the sweep's start in the driver and the data check's child
     "finetune-sweep/gc-at-start": [],
+    # not a speed-up: the shipped spec's own path, one training file (the pool) that the sweep splits 80/20
+    # itself (OWN_SPLIT below), where every other run gives the benchmark's validation file
+    "finetune-sweep/own-split": [],
+    # before: on that path, every trial worker split the data again (sklearn's imports before its first
+    # step) where the data check's split is now saved in the run dir (SPLIT_IN_WORKERS below)
+    "finetune-sweep/split-in-workers": [],
 }
+COMPARED_WITH = {"finetune-sweep/split-in-workers": "finetune-sweep/own-split"}
+"""A variant that takes a speed-up back from another variant is compared with that one."""
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
     "finetune-sweep/ideep-1024": {"LRU_CACHE_CAPACITY": "1024"},
@@ -92,6 +100,8 @@ def warm_worker_collecting() -> None:
 SERIAL_START = "finetune-sweep/serial-start"
 AUTOCONFIG_CHECK = "finetune-sweep/autoconfig-check"
 EXISTING_STORE = "finetune-sweep/existing-store"
+OWN_SPLIT = "finetune-sweep/own-split"
+SPLIT_IN_WORKERS = "finetune-sweep/split-in-workers"
 GC_IN_WORKERS = "finetune-sweep/gc-in-workers"
 GC_AT_START = "finetune-sweep/gc-at-start"
 
@@ -112,7 +122,12 @@ def _env() -> None:
 
 
 def run_finetune_sweep(
-    seed: int, size: Size, work: Path, variant: list[str] | None = None, existing_store: bool = False
+    seed: int,
+    size: Size,
+    work: Path,
+    variant: list[str] | None = None,
+    existing_store: bool = False,
+    own_split: bool = False,
 ) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
@@ -121,11 +136,15 @@ def run_finetune_sweep(
 
     data = load(size)
     files = {name: write_tsv(getattr(data, name), work / f"{name}.tsv") for name in ("train", "val", "test")}
+    given_val = [f"trial.data.val_path={files['val']}"]
+    if own_split:  # the pool as one file; the sweep's seeded, stratified 80/20 split
+        files["train"] = write_tsv(data.train + data.val, work / "pool.tsv")
+        given_val = ["trial.data.val_path=null", "trial.split.val_fraction=0.2"]
     spec = load_spec(
         Path(__file__).resolve().parents[1] / "search_spaces" / "sst2.yaml",
         [
             f"trial.data.path={files['train']}",
-            f"trial.data.val_path={files['val']}",
+            *given_val,
             f"trial.data.test_path={files['test']}",
             "trial.data.max_rows=null",
             f"trial.data.max_length={size.max_length}",
@@ -456,8 +475,19 @@ def main() -> None:
             paused = "import gc; gc.disable(); "
             assert paused in sweep.runner._PREFLIGHT_CHILD, "the child's program changed: update this variant"
             sweep.runner._PREFLIGHT_CHILD = sweep.runner._PREFLIGHT_CHILD.replace(paused, "")
+        if method == SPLIT_IN_WORKERS:
+            import sweep.runner
+
+            sweep.runner.PendingPlan.keep_split = lambda self, run_dir: None  # type: ignore[method-assign]
         if method == "finetune-sweep" or method in VARIANTS:
-            result = run_finetune_sweep(seed, size, work, VARIANTS.get(method), method == EXISTING_STORE)
+            result = run_finetune_sweep(
+                seed,
+                size,
+                work,
+                VARIANTS.get(method),
+                method == EXISTING_STORE,
+                method in (OWN_SPLIT, SPLIT_IN_WORKERS),
+            )
         elif method in ("random", "ray-asha"):
             result = run_ray(seed, size, work, asha=method == "ray-asha")
         elif method == "hf-trainer":

@@ -4,6 +4,7 @@ secondary metrics) and the data itself (split sizes, class balance, rows shared 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sweep.blame import DataFacts, Evidence, TrialHistory
@@ -16,13 +17,14 @@ def fixed_params(spec: SweepSpec) -> dict[str, Any]:
     return {p: v.value for p, v in spec.space.items() if isinstance(v, FixedParam) and not v.when}
 
 
-def data_facts(spec: SweepSpec) -> DataFacts:
-    """Split sizes, training class counts and validation rows that also are training rows."""
-    from trainers.data import load_rows, make_splits
+def data_facts(spec: SweepSpec, split_file: Path | None = None) -> DataFacts:
+    """Split sizes, training class counts and validation rows that also are training rows (the split the
+    sweep saved in its run dir, ``split_file``, where it is this config's)."""
+    from trainers.data import load_rows, load_splits, make_splits
 
     cfg = spec.trial_config(fixed_params(spec))
     rows = load_rows(cfg.data, cfg.task)
-    splits = make_splits(rows, cfg.split)
+    splits = (load_splits(split_file, rows, cfg.split) if split_file else None) or make_splits(rows, cfg.split)
     fold = splits.folds[0]
     counts: dict[str, int] = {}
     if rows.label_names:
@@ -51,8 +53,10 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     )
 
 
-def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evidence, dict[int, str]]:
-    """The sweep's evidence, and each trial number's MLflow run id."""
+def gather(
+    spec: SweepSpec, storage: str, uri: str, parent_id: str, split_file: Path | None = None
+) -> tuple[Evidence, dict[int, str]]:
+    """The sweep's evidence, and each trial number's MLflow run id (``split_file``: see ``data_facts``)."""
     from sweep.optuna_study import is_shared, study_trials
     from sweep.tracking import trial_curves
 
@@ -88,7 +92,7 @@ def gather(spec: SweepSpec, storage: str, uri: str, parent_id: str) -> tuple[Evi
         objective=metric,
         direction=spec.objective.direction,
         trials=trials,
-        data=data_facts(spec),
+        data=data_facts(spec, split_file),
         space={k: v.model_dump(exclude_none=True) for k, v in spec.space.items()},
     )
     return evidence, {n: c["run_id"] for n, c in curves.items()}

@@ -81,7 +81,7 @@ def trainable(config: dict[str, Any]) -> None:
     try:
         cfg = trial_config_from_dict(compose(config["template"], config["params"], output_dir))
         reporter = _TuneReporter()
-        final = run_trial(cfg, reporter).model_dump_json()
+        final = run_trial(cfg, reporter, config.get("split_file") or None).model_dump_json()
     except ConfigError as exc:
         # a combination the space allows but the trial rejects: a failed trial with its reason, not a crash
         final = TrialFailure(error="; ".join(exc.problems), kind="config").model_dump_json()
@@ -511,10 +511,13 @@ def run_tuner(
     last_step_of: LastStepOf,
     run_dir: Path,
     models_dir: Path | None,
+    split_file: Path | None = None,
 ) -> None:
     """Run ``num_trials`` trials of ``spec`` on Ray Tune, Optuna sampling and pruning through ``bridge``.
 
-    ``max_last_step`` is the largest step any trial of the space reports (ASHA's max_t).
+    ``max_last_step`` is the largest step any trial of the space reports (ASHA's max_t). ``split_file``:
+    the data check's split of the data, which trials of that data and split config load (a worker that
+    cannot read it, on another machine say, splits the data itself).
     """
     objective = spec.objective.metric
     judged, judged_direction = spec.pruner.judged(objective, spec.objective.direction)
@@ -537,6 +540,7 @@ def run_tuner(
         param_space={
             "template": spec.trial_template(),
             "models_dir": str(models_dir.resolve()) if models_dir else "",
+            "split_file": str(split_file.resolve()) if split_file else "",
             # out of memory is transient only while other trials share the device
             "retry_oom": spec.budget.max_concurrent_trials > 1 and spec.budget.max_retries > 0,
         },

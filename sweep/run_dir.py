@@ -12,6 +12,7 @@ STATE_FILE = "sweep.json"  # MLflow parent run id, tracking URI, experiment, Opt
 RAY_FILE = "ray.json"  # the Ray dashboard's address while the sweep runs
 OPTUNA_FILE = "optuna.db"  # the study, unless execution.storage names another
 MODELS_DIR = "models"  # models of running trials and the best so far (one per Ray trial id)
+SPLIT_FILE = "split.npz"  # the data check's split of the data: the trials load it instead of splitting again
 BEST_DIR = "best"  # the best trial's model and config, published when the sweep ends
 BEST_CONFIG = "best_config.yaml"
 BEST_MODEL = "model"

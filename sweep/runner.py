@@ -7,8 +7,10 @@ import gc
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from sweep.run_dir import (
     OPTUNA_FILE,
     RAY_FILE,
     SPEC_FILE,
+    SPLIT_FILE,
     STATE_FILE,
     TEST_FILE,
     new_run_dir,
@@ -76,11 +79,12 @@ STEP_PATHS = (
 """Trial fields that change how many steps a trial runs (with the data size)."""
 
 
-def preflight(spec: SweepSpec) -> SweepPlan:
+def preflight(spec: SweepSpec, split_file: Path | None = None) -> SweepPlan:
     """Load the data and check the model against every value the space can give, before any trial
-    starts: a data mistake is exit code 2, not N failed trials."""
+    starts: a data mistake is exit code 2, not N failed trials. With ``split_file``, a checked template's
+    split of the data is written there, for its trials to load (``trainers.data.load_splits``)."""
     from trainers.config import ConfigError
-    from trainers.plan import plan_trial
+    from trainers.plan import plan_trial, save_split
 
     try:
         plan = plan_trial(spec.trial_config({}))
@@ -101,6 +105,11 @@ def preflight(spec: SweepSpec) -> SweepPlan:
     problems = spec.pruner.problems(spec.trial_config({}), max_last_step)
     if problems:
         raise SpecError(problems)
+    if split_file is not None:
+        try:
+            save_split(spec.trial_config({}), split_file)
+        except OSError:  # (a full disk, say): each trial splits the data itself, as without it
+            logging.getLogger(__name__).debug("split not saved", exc_info=True)
     return SweepPlan(plan.fingerprints, max_last_step, plan.describe(), plan.num_train)
 
 
@@ -110,10 +119,13 @@ _PLAN_MARK = "sweep-preflight-plan: "
 class PendingPlan:
     """``preflight``'s answer, here already or on its way from a child process (``preflight_apart``)."""
 
-    def __init__(self, plan: SweepPlan | None = None, problem: SpecError | None = None) -> None:
+    def __init__(
+        self, plan: SweepPlan | None = None, problem: SpecError | None = None, split_file: Path | None = None
+    ) -> None:
         self._plan, self._problem = plan, problem
         self._wait: Callable[[], SweepPlan] | None = None
         self._proc: subprocess.Popen[str] | None = None
+        self.split_file = split_file  # where the check writes the data's split (a temp file)
 
     def done(self) -> bool:
         """True when the answer is known (checked in this process)."""
@@ -137,6 +149,28 @@ class PendingPlan:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 
+    def keep_split(self, run_dir: Path) -> Path | None:
+        """Move the split the check wrote into the run dir (``SPLIT_FILE``); its path there, or None if
+        there is none (the trials then split the data themselves). On resume, the interrupted run's split
+        stays where the check wrote none."""
+        kept = run_dir / SPLIT_FILE
+        if self.split_file is not None and self.split_file.is_file():
+            try:
+                shutil.move(self.split_file, kept)
+            except OSError:
+                logging.getLogger(__name__).debug("split not kept", exc_info=True)
+        return kept if kept.is_file() else None
+
+    def discard(self) -> None:
+        """Remove what of the split file is left in the temp dir (a data mistake, Ctrl-C, a failed start),
+        after a child still checking has stopped (it would write the file after)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self.split_file is not None:
+            for left in (self.split_file, self.split_file.with_name(f".{self.split_file.name}.part")):
+                left.unlink(missing_ok=True)
+
 
 def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
     """Start ``preflight`` in a child process and return at once; ``result()`` waits for its plan (raising
@@ -146,11 +180,12 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
 
     ``apart=None``: in a child unless this process has torch already (a notebook, tests), where checking
     here costs no memory and saves the child's imports."""
+    split_file = Path(tempfile.gettempdir()) / f"fsweep-split-{os.getpid()}-{os.urandom(4).hex()}.npz"
     if apart is False or (apart is None and "torch" in sys.modules):
         try:
-            return PendingPlan(preflight(spec))
+            return PendingPlan(preflight(spec, split_file), split_file=split_file)
         except SpecError as exc:
-            return PendingPlan(problem=exc)
+            return PendingPlan(problem=exc, split_file=split_file)
     proc = subprocess.Popen(
         [sys.executable, "-c", _PREFLIGHT_CHILD],
         stdin=subprocess.PIPE,
@@ -159,7 +194,8 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
         text=True,
     )
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec.model_dump(mode="json")))  # a pipe: URL passwords never touch argv or disk
+    # a pipe: URL passwords never touch argv or disk
+    proc.stdin.write(json.dumps({"spec": spec.model_dump(mode="json"), "split_file": str(split_file)}))
     proc.stdin.close()
     proc.stdin = None  # sent: communicate() below only reads (both pipes at once, so neither fills up)
 
@@ -177,7 +213,7 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
             raise SpecError(answer["problems"])
         return SweepPlan(**answer["plan"])
 
-    pending = PendingPlan()
+    pending = PendingPlan(split_file=split_file)
     pending._wait, pending._proc = plan, proc
     return pending
 
@@ -187,9 +223,9 @@ _PREFLIGHT_CHILD = "import gc; gc.disable(); from sweep.runner import _preflight
 
 
 def _preflight_child() -> None:
-    """``preflight_apart``'s child: the spec (JSON) on stdin, its plan (or its problems) on stdout. It
-    imports with the cyclic collector off (``_PREFLIGHT_CHILD``), then freezes those objects and turns it
-    on for reading the data."""
+    """``preflight_apart``'s child: the spec and where to write the split (JSON) on stdin, its plan (or its
+    problems) on stdout. It imports with the cyclic collector off (``_PREFLIGHT_CHILD``), then freezes
+    those objects and turns it on for reading the data."""
     import dataclasses
 
     import trainers.data  # (pandas, numpy)
@@ -197,9 +233,10 @@ def _preflight_child() -> None:
 
     gc.freeze()
     gc.enable()
-    spec = SweepSpec.model_validate(json.loads(sys.stdin.read()))
+    asked = json.loads(sys.stdin.read())
+    spec = SweepSpec.model_validate(asked["spec"])
     try:
-        answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec))}
+        answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec, Path(asked["split_file"])))}
     except SpecError as exc:
         answer = {"problems": exc.problems}
     print(_PLAN_MARK + json.dumps(answer), flush=True)
@@ -269,6 +306,7 @@ class _Opened:
     stored_storage: str  # as stored and shown (a password masked or referenced)
     recorder: Recorder
     bridge: Any  # optuna_study.StudyBridge
+    split_file: Path | None = None  # the data's split in the run dir, for the trials (``SPLIT_FILE``)
 
 
 def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: bool) -> _Opened:
@@ -279,6 +317,7 @@ def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: b
     tracking.load_store(secrets.resolve(_tracking_uri(spec), "tracking.uri"))  # while the child checks
     plan = planned.result()
     run_dir = run_dir or new_run_dir(spec.execution.runs_dir, spec.name)
+    split_file = planned.keep_split(run_dir)
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
     storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
@@ -294,7 +333,7 @@ def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: b
     except BaseException as exc:  # the study cannot open: the record that did ends (KILLED on Ctrl-C)
         recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
         raise
-    return _Opened(plan, run_dir, stored_storage, recorder, bridge)
+    return _Opened(plan, run_dir, stored_storage, recorder, bridge, split_file)
 
 
 def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, _Opened, bool]:
@@ -386,11 +425,16 @@ def collector_paused_for_start() -> Iterator[Callable[[], None]]:
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
     """The whole sweep. Spec and data are checked before any trial starts (SpecError); Ray starts meanwhile."""
     with collector_paused_for_start() as start_over:
-        return _run_sweep(spec, resume_dir, echo, start_over)
+        planned = preflight_apart(spec)
+        try:
+            return _run_sweep(spec, planned, resume_dir, echo, start_over)
+        finally:
+            planned.discard()  # the split file, where no run dir took it
 
 
-def _run_sweep(spec: SweepSpec, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]) -> SweepResult:
-    planned = preflight_apart(spec)
+def _run_sweep(
+    spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]
+) -> SweepResult:
     from sweep import ray_backend  # imported while the child checks
 
     if planned.done():
@@ -449,6 +493,7 @@ def _run_sweep(spec: SweepSpec, resume_dir: Path | None, echo: Echo, start_over:
                         last_step_of=_last_step_in_driver(spec, plan),
                         run_dir=run_dir,
                         models_dir=models.models_dir,
+                        split_file=opened.split_file,
                     )
         finally:
             session.close()  # before the record closes: the held-out test runs in this process
@@ -618,7 +663,7 @@ def _held_out(spec: SweepSpec, best: TrialRecord, run_dir: Path) -> dict[str, fl
     if not model_dir.is_dir() or cfg.split.num_folds is not None:
         return {}
     try:
-        metrics, rows = evaluate_held_out(cfg, model_dir)
+        metrics, rows = evaluate_held_out(cfg, model_dir, run_dir / SPLIT_FILE)
     except Exception:  # the sweep is recorded either way; `sweep evaluate` can do it again
         logging.getLogger(__name__).warning("the held-out evaluation failed", exc_info=True)
         return {}

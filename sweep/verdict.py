@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.blame import Analysis, Evidence, TrialHistory, analyze
-from sweep.run_dir import SPEC_FILE, STATE_FILE
+from sweep.run_dir import SPEC_FILE, SPLIT_FILE, STATE_FILE
 from sweep.spec import SpecError, SweepSpec, load_spec
 from sweep.status import TrialStatus
 
@@ -173,7 +173,8 @@ def make_report(
     spec = load_spec(run_dir / SPEC_FILE)
     uri = resolve(tracking_uri or state["tracking_uri"], "--tracking-uri")
     parent_id = state["parent_run_id"]
-    evidence, run_ids = gather(spec, resolve(storage or state["storage"], "--storage"), uri, parent_id)
+    study_storage = resolve(storage or state["storage"], "--storage")
+    evidence, run_ids = gather(spec, study_storage, uri, parent_id, run_dir / SPLIT_FILE)
     analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")

@@ -91,6 +91,27 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
     assert [ln.split("|")[1].strip() for ln in text.splitlines()[2:]] == ["finetune-sweep", "random", "hf-trainer"]
 
 
+def test_a_variant_that_takes_back_another_variants_speed_up_is_compared_with_that_variant():
+    base = {"steps": 40, "best_val": 0.56, "test_acc": 0.48, "peak_gib": 2.0, "cpu_s": 30.0}
+    runs = [
+        {"method": "finetune-sweep", "seed": 0, "wall_s": 20, "first_step_s": 10.0, "start_cpu_s": 18.0},
+        {"method": "finetune-sweep/own-split", "seed": 0, "wall_s": 21, "first_step_s": 10.5, "start_cpu_s": 19.0},
+        {
+            "method": "finetune-sweep/split-in-workers",
+            "seed": 0,
+            "wall_s": 22,
+            "first_step_s": 12.0,
+            "start_cpu_s": 22.0,
+        },
+    ]
+    lines = ratios([base | r for r in runs])
+    assert [ln.split(" (seeds")[0] for ln in lines] == [
+        "- finetune-sweep/own-split -> finetune-sweep",
+        "- finetune-sweep/split-in-workers -> finetune-sweep/own-split",
+    ]
+    assert lines[1].endswith("start -> step 12.0 -> 10.5 s (22 -> 19 CPU-s)")
+
+
 def test_a_variants_files_are_named_without_its_slash_and_keep_the_monitors_numbers(tmp_path, monkeypatch):
     """run_one with a variant (finetune-sweep/fp32): the method process (here a stand-in that writes the
     record) gets a plain file path, and the record on disk gains the monitor's numbers."""

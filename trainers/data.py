@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,8 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     given validation or test file (``data.val_path`` / ``data.test_path``) are that part as they are."""
     if rows.given:
         return _given_splits(rows, cfg)
-    from sklearn.model_selection import train_test_split  # 1.3 s of imports: only where a split is made
+    # 1.3 CPU-s of imports by itself, 0.4-0.65 in a trial worker (which has scipy and pandas already)
+    from sklearn.model_selection import train_test_split
 
     n = len(rows)
     idx = np.arange(n)
@@ -350,6 +352,46 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     test = np.sort(test)
     fp = _fingerprint(rows.fingerprint, test.tolist(), [(f.train.tolist(), f.val.tolist()) for f in folds])
     return Splits(folds, test, fp)
+
+
+def split_key(rows_fingerprint: str, task: str, cfg: SplitConfig) -> str:
+    """What a split is of: the rows (their fingerprint), the task (stratified or not) and the split config."""
+    return json.dumps({"rows": rows_fingerprint, "task": task, "split": cfg.model_dump(mode="json")}, sort_keys=True)
+
+
+def save_splits(splits: Splits, key: str, path: Path) -> None:
+    """Write ``splits`` (of what ``key`` names: ``split_key``) for other processes of the same sweep, which
+    then load it (``load_splits``) instead of splitting again: each trial worker would import sklearn for it
+    (0.4-0.65 CPU-s) before its first step, and every trial's split is the one the data check made and
+    described. Written whole or not at all (renamed into place)."""
+    arrays: dict[str, Any] = {"test": splits.test}
+    for i, fold in enumerate(splits.folds):
+        arrays[f"train_{i}"], arrays[f"val_{i}"] = fold.train, fold.val
+    part = path.with_name(f".{path.name}.part")
+    with part.open("wb") as f:
+        np.savez(f, key=np.array(key), fingerprint=np.array(splits.fingerprint), **arrays)
+    part.replace(path)
+
+
+def load_splits(path: Path, rows: Rows, cfg: SplitConfig) -> Splits | None:
+    """The split ``save_splits`` wrote at ``path``, if it is one of these rows by this config; None if it is
+    not (another data or split config), missing or unreadable: the caller splits (``make_splits``)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) != split_key(rows.fingerprint, rows.task, cfg):
+                return None
+            num_folds = sum(name.startswith("train_") for name in saved.files)
+            folds = [Fold(saved[f"train_{i}"], saved[f"val_{i}"]) for i in range(num_folds)]
+            splits = Splits(folds, saved["test"], str(saved["fingerprint"]))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        logging.getLogger(__name__).debug("saved split %s not used", path, exc_info=True)
+        return None
+    parts = [splits.test, *(a for f in folds for a in (f.train, f.val))]
+    if not folds or any(
+        a.dtype.kind not in "iu" or (a.size and not 0 <= a.min() <= a.max() < len(rows)) for a in parts
+    ):
+        return None
+    return splits
 
 
 def _given_splits(rows: Rows, cfg: SplitConfig) -> Splits:

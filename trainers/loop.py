@@ -73,8 +73,9 @@ def limit_kernel_cache() -> None:
         os.environ.setdefault(name, KERNEL_CACHE_CAPACITY)
 
 
-def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
-    """Every check that can fail on user input runs here, before the first training step."""
+def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = None) -> _Prepared:
+    """Every check that can fail on user input runs here, before the first training step. ``split_file``:
+    where the sweep saved its data's split (``trainers.data.save_splits``); used when it is this trial's."""
     limit_kernel_cache()
     device = pick_device(cfg.device)
     if cfg.num_threads is not None:
@@ -83,7 +84,9 @@ def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
     task = get_task(cfg.task)
     t0 = time.perf_counter()
     rows = data_mod.load_rows(cfg.data, cfg.task)
-    splits = data_mod.make_splits(rows, cfg.split)
+    splits = data_mod.load_splits(Path(split_file), rows, cfg.split) if split_file else None
+    if splits is None:
+        splits = data_mod.make_splits(rows, cfg.split)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path)
     models.check_layers(cfg)
     # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
@@ -95,10 +98,11 @@ def prepare(cfg: TrialConfig, timings: Timings) -> _Prepared:
     return _Prepared(task, rows, splits, enc, tokenizer, device)
 
 
-def run_trial(cfg: TrialConfig, reporter: Reporter) -> TrialOutcome:
-    """Split, train, validate. Raises ConfigError on bad input before training starts."""
+def run_trial(cfg: TrialConfig, reporter: Reporter, split_file: str | Path | None = None) -> TrialOutcome:
+    """Split, train, validate. Raises ConfigError on bad input before training starts. ``split_file``: the
+    sweep's split of the data (see ``prepare``)."""
     timings = Timings(started_at=time.time())
-    prep = prepare(cfg, timings)
+    prep = prepare(cfg, timings, split_file)
     if prep.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(prep.device)
     folds = prep.splits.folds

@@ -9,10 +9,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, DataConfig, OptimConfig, SplitConfig, TrialConfig
 from trainers.model_files import stated_depth
 from trainers.tasks import get_task
+
+if TYPE_CHECKING:
+    from trainers.data import Splits
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ FEW_ROWS_PER_CLASS = 5
 
 
 @functools.lru_cache(maxsize=32)
-def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
+def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple, Splits]:  # type: ignore[type-arg]
     import numpy as np
 
     from trainers.data import load_rows, make_splits
@@ -87,7 +92,17 @@ def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, i
         len(splits.test),
         tuple(balance),
         tuple(rows.given),
+        splits,
     )
+
+
+def save_split(cfg: TrialConfig, path: Path) -> None:
+    """Write the split of ``cfg``'s data and split config (the one ``plan_trial`` made, cached in this
+    process) to ``path``, for trials of that config to load (``trainers.data.load_splits``)."""
+    from trainers.data import save_splits, split_key
+
+    data_fp, *_, splits = _split(cfg.data, cfg.split, cfg.task)
+    save_splits(splits, split_key(data_fp, cfg.task, cfg.split), path)
 
 
 def check_layers(cfg: TrialConfig) -> int:
@@ -121,7 +136,7 @@ def plan_trial(cfg: TrialConfig) -> TrialPlan:
     The data is read once per (data, split) config in this process, so planning every trial of a sweep
     costs one read.
     """
-    data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(cfg.data, cfg.split, cfg.task)
+    data_fp, split_fp, num_train, num_val, num_test, balance, given, _ = _split(cfg.data, cfg.split, cfg.task)
     check_layers(cfg)
     return TrialPlan(
         data_fp,

@@ -60,13 +60,16 @@ def load_trained(model_dir: str | Path, cfg: TrialConfig, device: torch.device |
     return Trained(model, models.load_tokenizer(cfg.model.name_or_path), label_names, task)
 
 
-def evaluate_held_out(cfg: TrialConfig, model_dir: str | Path) -> tuple[dict[str, float], int]:
+def evaluate_held_out(
+    cfg: TrialConfig, model_dir: str | Path, split_file: str | Path | None = None
+) -> tuple[dict[str, float], int]:
     """The chosen model on the held-out test part of the sweep's split (``split.test_fraction`` or
-    ``data.test_path``): ``test_*`` metrics and the number of rows; nothing when there is no test part."""
+    ``data.test_path``): ``test_*`` metrics and the number of rows; nothing when there is no test part.
+    ``split_file``: the sweep's saved split (``trainers.data.save_splits``), used where it is this config's."""
     from trainers.api import Timings
     from trainers.loop import prepare
 
-    prep = prepare(cfg, Timings())
+    prep = prepare(cfg, Timings(), split_file)
     if not len(prep.splits.test):
         return {}, 0
     trained = load_trained(model_dir, cfg, prep.device)

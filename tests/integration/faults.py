@@ -35,7 +35,7 @@ def install() -> None:
 
     original = trainers.loop.run_trial
 
-    def run_trial(cfg, reporter):
+    def run_trial(cfg, reporter, split_file=None):
         fault = FAULTS[cfg.seed]
         first = _first_attempt(fault, cfg.seed)
         if fault == "exception":
@@ -44,7 +44,7 @@ def install() -> None:
             raise ConfigError(["model.num_layers: 9 > 4 layers of the base model; choose at most 4"])
         if fault == "nan":
             optim = cfg.optim.model_copy(update={"learning_rate": 1e12})
-            return original(cfg.model_copy(update={"optim": optim}), reporter)
+            return original(cfg.model_copy(update={"optim": optim}), reporter, split_file)
         if fault == "worker_lost_once" and first:
             os._exit(1)
         if fault == "cuda_oom_once" and first:
@@ -57,6 +57,6 @@ def install() -> None:
             raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
         if fault == "hang":
             time.sleep(3600)
-        return original(cfg, reporter)
+        return original(cfg, reporter, split_file)
 
     trainers.loop.run_trial = run_trial

@@ -295,6 +295,14 @@ def test_sweep_on_ray_records_one_parent_and_one_child_per_trial(tmp_path):
     assert len(trial_dirs) == 5
     assert all((d / "progress.csv").is_file() and (d / "result.json").is_file() for d in trial_dirs)
     assert not list((result.run_dir / "tune").rglob("events.out.tfevents*"))
+    # the data check's split, saved in the run dir, is every trial's (loaded, not made again by each)
+    assert (result.run_dir / "split.npz").is_file()
+    parent = next(
+        r for r in runs_of(result.tracking_uri, result.experiment) if r.data.tags.get("sweep.role") == "sweep"
+    )
+    assert {r.data.tags["split.fingerprint"] for r in trials if "split.fingerprint" in r.data.tags} == {
+        parent.data.tags["split.fingerprint"]
+    }
 
 
 def test_grid_exhaustion_ends_the_sweep_early_with_every_point_once(tmp_path):

@@ -1,5 +1,6 @@
 """The observer (with a fake recorder and bridge), preflight's plan, and best-model publication."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,44 @@ class _Recorder:
 
     def close(self, interrupted, crashed=False):
         self.closed_as = (interrupted, crashed)
+
+
+def test_the_data_checks_split_goes_to_the_run_dir_for_the_trials_and_nowhere_else(tmp_path):
+    """The check (a child, or this process) writes the template's split to a temp file; the run dir takes
+    it (the trials load it from there); a data mistake, or a start that fails, leaves nothing behind."""
+    from sweep import runner
+    from trainers.data import load_rows, load_splits
+
+    spec = _plan_spec()
+    cfg = spec.trial_config({})
+    rows = load_rows(cfg.data, cfg.task)
+    for apart in (True, False):
+        pending = runner.preflight_apart(spec, apart=apart)
+        plan = pending.result()
+        assert pending.split_file is not None and pending.split_file.parent == Path(tempfile.gettempdir())
+        run_dir = tmp_path / f"apart-{apart}"
+        run_dir.mkdir()
+        kept = pending.keep_split(run_dir)
+        assert kept == run_dir / "split.npz" and not pending.split_file.exists()
+        loaded = load_splits(kept, rows, cfg.split)
+        assert loaded is not None and loaded.fingerprint == plan.fingerprints["split"]
+        assert len(loaded.folds[0].train) == plan.num_train == 192
+        # resume: a check that wrote nothing leaves the interrupted run's split to the trials
+        assert runner.PendingPlan(plan).keep_split(run_dir) == kept
+    assert runner.PendingPlan(plan).keep_split(tmp_path) is None  # none: the trials split themselves
+    # a data mistake writes none; what a check left when the start failed goes
+    bad = runner.preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True)
+    with pytest.raises(SpecError):
+        bad.result()
+    assert bad.split_file is not None and not bad.split_file.exists()
+    left = runner.preflight_apart(spec, apart=True)
+    left.result()
+    assert left.split_file is not None and left.split_file.is_file()
+    left.discard()
+    assert not left.split_file.exists()
+    checking = runner.preflight_apart(spec, apart=True)  # the start fails while the child still checks
+    checking.discard()
+    assert checking._proc.returncode is not None and not checking.split_file.exists()
 
 
 def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from trainers.config import ConfigError, DataConfig, SplitConfig
-from trainers.data import load_rows, make_splits
+from trainers.data import Fold, Splits, load_rows, load_splits, make_splits, save_splits, split_key
 
 
 def _write_csv(path, n=100, labels=("pos", "neg"), weights=None):
@@ -35,6 +35,42 @@ def test_split_is_deterministic_and_stratified(tmp_path):
     assert len(val) == 40 and len(train) == 160 and not set(train) & set(val)
     overall = rows.targets.mean()
     assert abs(rows.targets[val].mean() - overall) <= 1 / 40 + 1e-9  # stratified: same class mix
+
+
+def test_a_saved_split_loads_back_for_its_own_rows_and_config_only(tmp_path):
+    """The sweep's data check saves its split; a trial loads it instead of splitting again (which imports
+    sklearn before the trial's first step), but only where it is the split that trial would make."""
+    rows = load_rows(DataConfig(path=str(_write_csv(tmp_path / "d.csv", 200, weights=[0.7, 0.3]))), "classification")
+    path = tmp_path / "split.npz"
+    configs = [
+        SplitConfig(val_fraction=0.2, seed=3),
+        SplitConfig(val_fraction=0.1, test_fraction=0.1),
+        SplitConfig(num_folds=4),
+    ]
+    for cfg in configs:
+        made = make_splits(rows, cfg)
+        save_splits(made, split_key(rows.fingerprint, rows.task, cfg), path)
+        loaded = load_splits(path, rows, cfg)
+        assert loaded is not None and loaded.fingerprint == made.fingerprint
+        assert np.array_equal(loaded.test, made.test) and len(loaded.folds) == len(made.folds)
+        for a, b in zip(loaded.folds, made.folds, strict=True):
+            assert np.array_equal(a.train, b.train) and np.array_equal(a.val, b.val)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "d.csv"] == ["split.npz"]  # (no part file left)
+    # another seed or fraction, other rows (one more), another task's reading of them: split again
+    assert load_splits(path, rows, SplitConfig(num_folds=4, seed=1)) is None
+    assert load_splits(path, rows, SplitConfig(val_fraction=0.2, seed=3)) is None
+    other = load_rows(DataConfig(path=str(_write_csv(tmp_path / "e.csv", 201, weights=[0.7, 0.3]))), "classification")
+    assert load_splits(path, other, SplitConfig(num_folds=4)) is None
+    # missing, not a split file, cut short, or indices that are not these rows': split again
+    assert load_splits(tmp_path / "none.npz", rows, SplitConfig(num_folds=4)) is None
+    whole = path.read_bytes()
+    for broken in (b"not a split", whole[: len(whole) // 2]):
+        (tmp_path / "bad.npz").write_bytes(broken)
+        assert load_splits(tmp_path / "bad.npz", rows, SplitConfig(num_folds=4)) is None
+    cfg = SplitConfig(val_fraction=0.2)
+    beyond = Splits([Fold(np.arange(150), np.arange(150, 201))], np.zeros(0, dtype=np.int64), "x")
+    save_splits(beyond, split_key(rows.fingerprint, rows.task, cfg), path)
+    assert load_splits(path, rows, cfg) is None
 
 
 def test_ninety_ten_and_held_out_test(tmp_path):

@@ -45,6 +45,26 @@ def test_same_data_and_seed_give_the_same_split_fingerprint_in_every_trial():
     assert a.split_fingerprint == b.split_fingerprint != c.split_fingerprint
 
 
+def test_a_trial_uses_the_sweeps_saved_split_and_splits_itself_where_it_is_another(tmp_path, monkeypatch):
+    from trainers.plan import plan_trial, save_split
+
+    cfg = tiny_config("classification")
+    plan_trial(cfg)  # (as the sweep's data check does)
+    save_split(cfg, tmp_path / "split.npz")
+    splitting = []
+    make_splits = data_mod.make_splits
+    monkeypatch.setattr(
+        data_mod, "make_splits", lambda rows, split: splitting.append(split) or make_splits(rows, split)
+    )
+    saved = run_trial(cfg, RecordingReporter(), tmp_path / "split.npz")
+    assert splitting == []  # loaded, not split again (no sklearn import on the way to the first step)
+    assert saved.split_fingerprint == run_trial(cfg, RecordingReporter()).split_fingerprint
+    assert len(splitting) == 1  # without the file it splits
+    other = tiny_config("classification", "split.seed=9")
+    assert run_trial(other, RecordingReporter(), tmp_path / "split.npz").split_fingerprint != saved.split_fingerprint
+    assert splitting[-1] == other.split  # the saved split is another config's: split again
+
+
 def test_same_config_is_reproducible_with_cold_and_warm_caches():
     from trainers import models
 
