@@ -81,15 +81,17 @@ STEP_PATHS = (
 
 def preflight(spec: SweepSpec, split_file: Path | None = None) -> SweepPlan:
     """Load the data and check the model against every value the space can give, before any trial
-    starts: a data mistake is exit code 2, not N failed trials. With ``split_file``, a checked template's
-    split of the data is written there, for its trials to load (``trainers.data.load_splits``)."""
+    starts: a data mistake is exit code 2, not N failed trials. With ``split_file``, the split trials
+    start from is written there (``_save_split``), for them to load (``trainers.data.load_splits``)."""
     from trainers.config import ConfigError
-    from trainers.plan import plan_trial, save_split
+    from trainers.plan import plan_trial
 
     try:
         plan = plan_trial(spec.trial_config({}))
     except ConfigError as exc:  # the template itself fails: every space value would repeat it
         raise SpecError([f"trial.{line}" for line in exc.problems]) from None
+    if split_file is not None:  # now, while the split just made is at hand (a data mistake below: discarded)
+        _save_split(spec, split_file)
     problems: list[str] = []
     for path, p in spec.space.items():
         if not path.startswith(("model.", "data.", "split.")):
@@ -105,12 +107,19 @@ def preflight(spec: SweepSpec, split_file: Path | None = None) -> SweepPlan:
     problems = spec.pruner.problems(spec.trial_config({}), max_last_step)
     if problems:
         raise SpecError(problems)
-    if split_file is not None:
-        try:
-            save_split(spec.trial_config({}), split_file)
-        except OSError:  # (a full disk, say): each trial splits the data itself, as without it
-            logging.getLogger(__name__).debug("split not saved", exc_info=True)
     return SweepPlan(plan.fingerprints, max_last_step, plan.describe(), plan.num_train)
+
+
+def _save_split(spec: SweepSpec, split_file: Path) -> None:
+    """The split every trial starts from (the template with the space's fixed values, as trials get
+    them) to ``split_file``; where that fails (a full disk, say), each trial splits the data itself."""
+    from sweep.evidence import fixed_params
+    from trainers.plan import save_split
+
+    try:
+        save_split(spec.trial_config(fixed_params(spec)), split_file)
+    except Exception:  # best effort: the trials' own split is the same
+        logging.getLogger(__name__).debug("split not saved", exc_info=True)
 
 
 _PLAN_MARK = "sweep-preflight-plan: "
@@ -154,12 +163,18 @@ class PendingPlan:
         there is none (the trials then split the data themselves). On resume, the interrupted run's split
         stays where the check wrote none."""
         kept = run_dir / SPLIT_FILE
-        if self.split_file is not None and self.split_file.is_file():
-            try:
-                shutil.move(self.split_file, kept)
-            except OSError:
-                logging.getLogger(__name__).debug("split not kept", exc_info=True)
-        return kept if kept.is_file() else None
+        part = run_dir / f".{SPLIT_FILE}.part"
+        try:
+            if self.split_file is not None and self.split_file.is_file():
+                shutil.copyfile(self.split_file, part)  # (the temp dir may be another file system)
+                part.replace(kept)  # whole or not at all: a resumed run's split stays if the copy fails
+                self.split_file.unlink()
+            return kept if kept.is_file() else None
+        except OSError:
+            logging.getLogger(__name__).debug("split not kept", exc_info=True)
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
+            return None
 
     def discard(self) -> None:
         """Remove what of the split file is left in the temp dir (a data mistake, Ctrl-C, a failed start),
@@ -169,18 +184,26 @@ class PendingPlan:
             self._proc.wait()
         if self.split_file is not None:
             for left in (self.split_file, self.split_file.with_name(f".{self.split_file.name}.part")):
-                left.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    left.unlink(missing_ok=True)
 
 
-def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
+def preflight_apart(spec: SweepSpec, apart: bool | None = None, keep_split: bool = False) -> PendingPlan:
     """Start ``preflight`` in a child process and return at once; ``result()`` waits for its plan (raising
     SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow and starts Ray, and
     never imports torch or transformers for the sweep (the child does, and exits): ~350 MB less held while
     trials run.
 
     ``apart=None``: in a child unless this process has torch already (a notebook, tests), where checking
-    here costs no memory and saves the child's imports."""
-    split_file = Path(tempfile.gettempdir()) / f"fsweep-split-{os.getpid()}-{os.urandom(4).hex()}.npz"
+    here costs no memory and saves the child's imports. ``keep_split``: the check also writes the data's
+    split to a temp file (``PendingPlan.split_file``), which the caller moves (``keep_split``) or removes
+    (``discard``)."""
+    split_file = None
+    if keep_split:
+        try:
+            split_file = Path(tempfile.gettempdir()) / f"fsweep-split-{os.getpid()}-{os.urandom(4).hex()}.npz"
+        except OSError:  # no usable temp dir: the trials split the data themselves
+            split_file = None
     if apart is False or (apart is None and "torch" in sys.modules):
         try:
             return PendingPlan(preflight(spec, split_file), split_file=split_file)
@@ -195,7 +218,8 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None) -> PendingPlan:
     )
     assert proc.stdin is not None
     # a pipe: URL passwords never touch argv or disk
-    proc.stdin.write(json.dumps({"spec": spec.model_dump(mode="json"), "split_file": str(split_file)}))
+    asked = {"spec": spec.model_dump(mode="json"), "split_file": str(split_file) if split_file else None}
+    proc.stdin.write(json.dumps(asked))
     proc.stdin.close()
     proc.stdin = None  # sent: communicate() below only reads (both pipes at once, so neither fills up)
 
@@ -236,7 +260,8 @@ def _preflight_child() -> None:
     asked = json.loads(sys.stdin.read())
     spec = SweepSpec.model_validate(asked["spec"])
     try:
-        answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec, Path(asked["split_file"])))}
+        split_file = Path(asked["split_file"]) if asked["split_file"] else None
+        answer: dict[str, Any] = {"plan": dataclasses.asdict(preflight(spec, split_file))}
     except SpecError as exc:
         answer = {"problems": exc.problems}
     print(_PLAN_MARK + json.dumps(answer), flush=True)
@@ -425,7 +450,7 @@ def collector_paused_for_start() -> Iterator[Callable[[], None]]:
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
     """The whole sweep. Spec and data are checked before any trial starts (SpecError); Ray starts meanwhile."""
     with collector_paused_for_start() as start_over:
-        planned = preflight_apart(spec)
+        planned = preflight_apart(spec, keep_split=True)
         try:
             return _run_sweep(spec, planned, resume_dir, echo, start_over)
         finally:

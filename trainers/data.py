@@ -354,9 +354,13 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     return Splits(folds, test, fp)
 
 
+SPLIT_FORMAT = 1  # of the saved split's key and arrays (``save_splits``)
+
+
 def split_key(rows_fingerprint: str, task: str, cfg: SplitConfig) -> str:
     """What a split is of: the rows (their fingerprint), the task (stratified or not) and the split config."""
-    return json.dumps({"rows": rows_fingerprint, "task": task, "split": cfg.model_dump(mode="json")}, sort_keys=True)
+    parts = {"rows": rows_fingerprint, "task": task, "split": cfg.model_dump(mode="json"), "format": SPLIT_FORMAT}
+    return json.dumps(parts, sort_keys=True)
 
 
 def save_splits(splits: Splits, key: str, path: Path) -> None:

@@ -69,14 +69,21 @@ def last_step(cfg: TrialConfig, num_train: int) -> int:
 FEW_ROWS_PER_CLASS = 5
 
 
+_made: tuple[tuple[DataConfig, SplitConfig, str], str, Splits] | None = None
+"""The last split ``_split`` made, with the rows' fingerprint (one, not one per cached entry: a k-fold
+split of a large file is k times its rows' indices)."""
+
+
 @functools.lru_cache(maxsize=32)
-def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple, Splits]:  # type: ignore[type-arg]
+def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
     import numpy as np
 
     from trainers.data import load_rows, make_splits
 
+    global _made
     rows = load_rows(data, task)
     splits = make_splits(rows, split)
+    _made = ((data, split, task), rows.fingerprint, splits)
     first = splits.folds[0]
     balance = []
     if rows.label_names:
@@ -92,16 +99,20 @@ def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, i
         len(splits.test),
         tuple(balance),
         tuple(rows.given),
-        splits,
     )
 
 
 def save_split(cfg: TrialConfig, path: Path) -> None:
-    """Write the split of ``cfg``'s data and split config (the one ``plan_trial`` made, cached in this
-    process) to ``path``, for trials of that config to load (``trainers.data.load_splits``)."""
-    from trainers.data import save_splits, split_key
+    """Write the split of ``cfg``'s data and split config to ``path``, for trials of that config to load
+    (``trainers.data.load_splits``): the one ``plan_trial`` made last if it is that config's, else made
+    again."""
+    from trainers.data import load_rows, make_splits, save_splits, split_key
 
-    data_fp, *_, splits = _split(cfg.data, cfg.split, cfg.task)
+    if _made is not None and _made[0] == (cfg.data, cfg.split, cfg.task):
+        _, data_fp, splits = _made
+    else:
+        rows = load_rows(cfg.data, cfg.task)
+        data_fp, splits = rows.fingerprint, make_splits(rows, cfg.split)
     save_splits(splits, split_key(data_fp, cfg.task, cfg.split), path)
 
 
@@ -136,7 +147,7 @@ def plan_trial(cfg: TrialConfig) -> TrialPlan:
     The data is read once per (data, split) config in this process, so planning every trial of a sweep
     costs one read.
     """
-    data_fp, split_fp, num_train, num_val, num_test, balance, given, _ = _split(cfg.data, cfg.split, cfg.task)
+    data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(cfg.data, cfg.split, cfg.task)
     check_layers(cfg)
     return TrialPlan(
         data_fp,

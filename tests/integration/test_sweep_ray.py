@@ -295,8 +295,10 @@ def test_sweep_on_ray_records_one_parent_and_one_child_per_trial(tmp_path):
     assert len(trial_dirs) == 5
     assert all((d / "progress.csv").is_file() and (d / "result.json").is_file() for d in trial_dirs)
     assert not list((result.run_dir / "tune").rglob("events.out.tfevents*"))
-    # the data check's split, saved in the run dir, is every trial's (loaded, not made again by each)
+    # the data check's split, saved in the run dir, is handed to every trial (which loads it: test_loop)
     assert (result.run_dir / "split.npz").is_file()
+    handed = {json.loads((d / "params.json").read_text())["split_file"] for d in trial_dirs}
+    assert handed == {str((result.run_dir / "split.npz").resolve())}
     parent = next(
         r for r in runs_of(result.tracking_uri, result.experiment) if r.data.tags.get("sweep.role") == "sweep"
     )

@@ -300,41 +300,59 @@ class _Recorder:
 
 
 def test_the_data_checks_split_goes_to_the_run_dir_for_the_trials_and_nowhere_else(tmp_path):
-    """The check (a child, or this process) writes the template's split to a temp file; the run dir takes
-    it (the trials load it from there); a data mistake, or a start that fails, leaves nothing behind."""
+    """The check (a child, or this process) writes the split trials start from to a temp file; the run dir
+    takes it (the trials load it from there); what a failed start or a data mistake left goes."""
     from sweep import runner
     from trainers.data import load_rows, load_splits
 
     spec = _plan_spec()
     cfg = spec.trial_config({})
     rows = load_rows(cfg.data, cfg.task)
+    assert runner.preflight_apart(spec, apart=False).split_file is None  # only where asked (run_sweep)
     for apart in (True, False):
-        pending = runner.preflight_apart(spec, apart=apart)
+        pending = runner.preflight_apart(spec, apart=apart, keep_split=True)
         plan = pending.result()
         assert pending.split_file is not None and pending.split_file.parent == Path(tempfile.gettempdir())
         run_dir = tmp_path / f"apart-{apart}"
         run_dir.mkdir()
         kept = pending.keep_split(run_dir)
         assert kept == run_dir / "split.npz" and not pending.split_file.exists()
+        assert sorted(p.name for p in run_dir.iterdir()) == ["split.npz"]  # (no part file left)
         loaded = load_splits(kept, rows, cfg.split)
         assert loaded is not None and loaded.fingerprint == plan.fingerprints["split"]
         assert len(loaded.folds[0].train) == plan.num_train == 192
         # resume: a check that wrote nothing leaves the interrupted run's split to the trials
         assert runner.PendingPlan(plan).keep_split(run_dir) == kept
     assert runner.PendingPlan(plan).keep_split(tmp_path) is None  # none: the trials split themselves
-    # a data mistake writes none; what a check left when the start failed goes
-    bad = runner.preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True)
+    # the split trials get: the space's fixed values are theirs (a fixed split.seed here)
+    fixed = _plan_spec(space={"split.seed": {"type": "fixed", "value": 7}})
+    pending = runner.preflight_apart(fixed, apart=False, keep_split=True)
+    mine = load_splits(pending.keep_split(tmp_path), rows, fixed.trial_config({"split.seed": 7}).split)
+    assert mine is not None and mine.fingerprint != plan.fingerprints["split"]
+    # a data mistake found after the split was written, a check stopped midway: nothing is left
+    bad = runner.preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True, keep_split=True)
     with pytest.raises(SpecError):
         bad.result()
+    bad.discard()
     assert bad.split_file is not None and not bad.split_file.exists()
-    left = runner.preflight_apart(spec, apart=True)
-    left.result()
-    assert left.split_file is not None and left.split_file.is_file()
-    left.discard()
-    assert not left.split_file.exists()
-    checking = runner.preflight_apart(spec, apart=True)  # the start fails while the child still checks
+    checking = runner.preflight_apart(spec, apart=True, keep_split=True)
     checking.discard()
     assert checking._proc.returncode is not None and not checking.split_file.exists()
+
+
+def test_a_sweep_that_stops_at_a_data_mistake_leaves_no_split_file(tmp_path):
+    import os
+
+    import torch  # noqa: F401  (the check runs in this process: the mistake is raised before Ray starts)
+
+    from sweep.runner import run_sweep
+
+    mine = lambda: set(Path(tempfile.gettempdir()).glob(f"fsweep-split-{os.getpid()}-*"))  # noqa: E731
+    before = mine()
+    spec = _plan_spec(pruner={"kind": "asha", "min_resource": 30}, execution={"runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(SpecError):
+        run_sweep(spec, echo=lambda line: None)
+    assert mine() == before and not (tmp_path / "runs").exists()
 
 
 def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
@@ -449,7 +467,7 @@ def test_the_sweeps_start_runs_without_the_collector_and_gives_it_back(monkeypat
 
     seen = []
 
-    def failing_check(spec, apart=None):
+    def failing_check(spec, apart=None, keep_split=False):
         seen.append(gc.isenabled())
         raise SpecError(["data.path: stop here"])
 
@@ -506,7 +524,7 @@ def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_unti
         raise RuntimeError("stop here")
 
     plan = runner.SweepPlan({}, 1)
-    monkeypatch.setattr(runner, "preflight_apart", lambda spec, apart=None: runner.PendingPlan(plan))
+    monkeypatch.setattr(runner, "preflight_apart", lambda spec, apart=None, keep_split=False: runner.PendingPlan(plan))
     monkeypatch.setattr(runner, "_start", start)
     monkeypatch.setattr(runner, "ModelFiles", models)
     spec = validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}})
