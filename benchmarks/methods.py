@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -248,14 +249,9 @@ def run_ray(seed: int, size: Size, work: Path, asha: bool) -> dict[str, Any]:
     data = load(size)
     out_dir = work / "trials"
     out_dir.mkdir()
+    temp_dir = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # (short: Ray's socket paths)
     t0 = time.time()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=tempfile.mkdtemp(prefix="rb-", dir="/tmp"),
-        log_to_driver=False,
-    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     space = {
         "lr": tune.loguniform(LR_LOW, LR_HIGH),
         "num_layers": tune.choice(LAYERS),
@@ -293,6 +289,7 @@ def run_ray(seed: int, size: Size, work: Path, asha: bool) -> dict[str, Any]:
     tuner.fit()
     t_end = time.time()
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session files: each run left its own in /tmp
     records = {p.stem: json.loads(p.read_text()) for p in out_dir.glob("*.json")}
     trials, evals = [], []
     for number, (trial_id, rec) in enumerate(sorted(records.items(), key=lambda kv: kv[1]["first_step_at"])):
