@@ -20,11 +20,11 @@ def fixed_params(spec: SweepSpec) -> dict[str, Any]:
 def data_facts(spec: SweepSpec, split_file: Path | None = None) -> DataFacts:
     """Split sizes, training class counts and validation rows that also are training rows (the split the
     sweep saved in its run dir, ``split_file``, where it is this config's)."""
-    from trainers.data import load_rows, load_splits, make_splits
+    from trainers.data import load_rows, splits_for
 
     cfg = spec.trial_config(fixed_params(spec))
     rows = load_rows(cfg.data, cfg.task)
-    splits = (load_splits(split_file, rows, cfg.split) if split_file else None) or make_splits(rows, cfg.split)
+    splits = splits_for(rows, cfg.split, split_file)
     fold = splits.folds[0]
     counts: dict[str, int] = {}
     if rows.label_names:

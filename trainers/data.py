@@ -398,6 +398,13 @@ def load_splits(path: Path, rows: Rows, cfg: SplitConfig) -> Splits | None:
     return splits
 
 
+def splits_for(rows: Rows, cfg: SplitConfig, saved: Path | None = None) -> Splits:
+    """The split saved at ``saved`` (``save_splits``) where it is these rows' by this config; else made
+    (``make_splits``), the same way."""
+    loaded = load_splits(saved, rows, cfg) if saved is not None else None
+    return loaded if loaded is not None else make_splits(rows, cfg)
+
+
 def _given_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     """The training file is the training part (less a test fraction, if asked, when no test file is
     given); a given file is its part."""

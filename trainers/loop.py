@@ -84,9 +84,7 @@ def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = 
     task = get_task(cfg.task)
     t0 = time.perf_counter()
     rows = data_mod.load_rows(cfg.data, cfg.task)
-    splits = data_mod.load_splits(Path(split_file), rows, cfg.split) if split_file else None
-    if splits is None:
-        splits = data_mod.make_splits(rows, cfg.split)
+    splits = data_mod.splits_for(rows, cfg.split, Path(split_file) if split_file else None)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path)
     models.check_layers(cfg)
     # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
