@@ -67,13 +67,13 @@ bench-quick: setup
 	$(BIN)/python -m benchmarks.bench --size quick --seeds 0 1 2
 
 # sweep start -> first training step, finetune-sweep against the plain Ray Tune script and with each
-# start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~30 minutes)
+# start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~35 minutes)
 START_SEEDS ?= 0 1 2 3 4
 bench-start: setup
 	$(BIN)/python -m benchmarks.bench --size start --seeds $(START_SEEDS) --methods finetune-sweep ray-asha \
 		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/autoconfig-check \
 		finetune-sweep/existing-store finetune-sweep/gc-in-workers finetune-sweep/gc-at-start \
-		finetune-sweep/own-split finetune-sweep/split-in-workers
+		finetune-sweep/own-split finetune-sweep/split-in-workers finetune-sweep/connect-retry-1s
 
 # where one trial's and the demo sweep's time and memory go
 bench-trial: setup

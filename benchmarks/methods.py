@@ -66,6 +66,9 @@ VARIANTS = {
     # before: on that path, every trial worker split the data again (sklearn's imports before its first
     # step) where the data check's split is now saved in the run dir (SPLIT_IN_WORKERS below)
     "finetune-sweep/split-in-workers": [],
+    # before: Ray's socket clients retried once a second (Ray's default), and a starting raylet, connecting
+    # to its own object store before that was open, waited a whole second about every other start
+    "finetune-sweep/connect-retry-1s": [],
 }
 COMPARED_WITH = {"finetune-sweep/split-in-workers": "finetune-sweep/own-split"}
 """A variant that takes a speed-up back from another variant is compared with that one."""
@@ -75,6 +78,10 @@ VARIANT_ENV = {
     "finetune-sweep/glibc-workers": {"RAY_LD_PRELOAD_ON_WORKERS": "0"},
     "finetune-sweep/tbx-logger": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"},
     "finetune-sweep/prestart": {"RAY_prestart_worker_first_driver": "1"},
+    "finetune-sweep/connect-retry-1s": {
+        "RAY_raylet_client_connect_timeout_milliseconds": "1000",
+        "RAY_raylet_client_num_connect_attempts": "10",
+    },
 }
 
 

@@ -447,3 +447,15 @@ def test_the_workers_of_a_local_ray_allocate_with_rays_jemalloc():
 
     assert os.environ["RAY_LD_PRELOAD_ON_WORKERS"] == "1"
     assert ray.get(allocator.remote()) is True
+
+
+def test_the_raylet_of_a_local_ray_retries_its_sockets_every_50_ms():
+    """ray_session starts the raylet with Ray's socket retry at 50 ms (Ray's default, 1 s, made every
+    other start wait a second for the raylet's own object store), within the same 10 s."""
+    import psutil
+
+    raylets = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
+    assert len(raylets) == 1
+    env = raylets[0].environ()
+    assert env["RAY_raylet_client_connect_timeout_milliseconds"] == "50"
+    assert env["RAY_raylet_client_num_connect_attempts"] == "200"

@@ -280,3 +280,30 @@ def test_a_workers_imports_run_without_the_collector_and_stay_frozen_from_its_fi
     assert first["kept"] == (hook != "no-hook")  # the hook's few unreachable cycles stay with the worker
     assert later["enabled"] and not later["kept"]
     assert first["frozen"] - 100 < later["frozen"] <= first["frozen"]  # nothing more frozen (refcounts free a few)
+
+
+RETRY_KEYS = ("RAY_raylet_client_connect_timeout_milliseconds", "RAY_raylet_client_num_connect_attempts")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, {RETRY_KEYS[0]: "50", RETRY_KEYS[1]: "200"}),  # 50 ms apart, Ray's 10 s in all
+        ({RETRY_KEYS[0]: "2000"}, {RETRY_KEYS[0]: "2000", RETRY_KEYS[1]: None}),  # the user's, Ray's default
+        ({RETRY_KEYS[1]: "30"}, {RETRY_KEYS[0]: None, RETRY_KEYS[1]: "30"}),
+    ],
+)
+def test_rays_socket_clients_retry_every_50_ms_unless_the_user_said(monkeypatch, given, expected):
+    """A raylet that starts waits Ray's retry interval for its own object store about every other time
+    (1 s by default): the sweep's Ray retries every 50 ms within the same 10 s, and leaves a user's
+    setting of either value alone."""
+    import os
+
+    from sweep import ray_backend
+
+    for key in RETRY_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    ray_backend._set_env()
+    assert {key: os.environ.get(key) for key in RETRY_KEYS} == expected
