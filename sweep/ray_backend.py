@@ -362,6 +362,13 @@ def warm_worker() -> None:
     import trainers.loop  # noqa: F401  (torch, transformers, peft)
 
 
+CONNECT_RETRY = {
+    "RAY_raylet_client_connect_timeout_milliseconds": "50",  # between two attempts (Ray's default: 1000)
+    "RAY_raylet_client_num_connect_attempts": "200",  # 10 s in all, as Ray's 10 x 1 s
+}
+"""How often Ray's socket clients try to connect (``_set_env``)."""
+
+
 def _set_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -391,13 +398,6 @@ def _set_env() -> None:
     # 3.7-4.9 s. A value the user set for either is kept, with Ray's default for the other.
     if not CONNECT_RETRY.keys() & os.environ.keys():
         os.environ.update(CONNECT_RETRY)
-
-
-CONNECT_RETRY = {
-    "RAY_raylet_client_connect_timeout_milliseconds": "50",  # between two attempts (Ray's default: 1000)
-    "RAY_raylet_client_num_connect_attempts": "200",  # 10 s in all, as Ray's 10 x 1 s
-}
-"""How often Ray's socket clients try to connect (``_set_env``)."""
 
 
 class RaySession:

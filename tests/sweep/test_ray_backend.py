@@ -293,17 +293,17 @@ RETRY_KEYS = ("RAY_raylet_client_connect_timeout_milliseconds", "RAY_raylet_clie
         ({RETRY_KEYS[1]: "30"}, {RETRY_KEYS[0]: None, RETRY_KEYS[1]: "30"}),
     ],
 )
-def test_rays_socket_clients_retry_every_50_ms_unless_the_user_said(monkeypatch, given, expected):
+def test_rays_socket_clients_retry_every_50_ms_unless_the_user_said(given, expected):
     """A raylet that starts waits Ray's retry interval for its own object store about every other time
     (1 s by default): the sweep's Ray retries every 50 ms within the same 10 s, and leaves a user's
     setting of either value alone."""
     import os
+    from unittest import mock
 
     from sweep import ray_backend
 
-    for key in RETRY_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in given.items():
-        monkeypatch.setenv(key, value)
-    ray_backend._set_env()
-    assert {key: os.environ.get(key) for key in RETRY_KEYS} == expected
+    assert tuple(ray_backend.CONNECT_RETRY) == RETRY_KEYS
+    kept = {k: v for k, v in os.environ.items() if k not in RETRY_KEYS}
+    with mock.patch.dict(os.environ, {**kept, **given}, clear=True):  # (everything _set_env sets goes after)
+        ray_backend._set_env()
+        assert {key: os.environ.get(key) for key in RETRY_KEYS} == expected
