@@ -393,9 +393,10 @@ def _set_env() -> None:
     # to the sweep's own start
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     # a starting raylet connects to its object store, which its own thread is often still opening: Ray's
-    # socket client then sleeps its retry interval, a whole second by default, before trying again. Measured
-    # on 2 cores: every other `ray.init` paused 1.00 s there (init 3.9-6.3 s); 50 ms retries took it to
-    # 3.7-4.9 s. A value the user set for either is kept, with Ray's default for the other.
+    # socket client then sleeps its retry interval, a whole second by default, before trying again: 4 of 8
+    # bare `ray.init` calls paused 1.00 s there, none of 8 with 50 ms retries (benchmarks/results/
+    # ray-init-20261129/); the sweep's start to its first step 10.7 -> 9.6 s in one run of 6 seeds. A value
+    # the user set for either is kept, with Ray's default for the other.
     if not CONNECT_RETRY.keys() & os.environ.keys():
         os.environ.update(CONNECT_RETRY)
 
