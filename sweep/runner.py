@@ -200,10 +200,8 @@ def preflight_apart(spec: SweepSpec, apart: bool | None = None, keep_split: bool
     (``discard``)."""
     split_file = None
     if keep_split:
-        try:
+        with contextlib.suppress(OSError):  # no usable temp dir: the trials split the data themselves
             split_file = Path(tempfile.gettempdir()) / f"fsweep-split-{os.getpid()}-{os.urandom(4).hex()}.npz"
-        except OSError:  # no usable temp dir: the trials split the data themselves
-            split_file = None
     if apart is False or (apart is None and "torch" in sys.modules):
         try:
             return PendingPlan(preflight(spec, split_file), split_file=split_file)
