@@ -449,6 +449,13 @@ def test_the_workers_of_a_local_ray_allocate_with_rays_jemalloc():
     assert ray.get(allocator.remote()) is True
 
 
+def test_a_local_rays_start_asks_for_its_raylet_every_50_ms(shared_ray):
+    """ray.init waited for its raylet's registration by asking Ray's GCS every 50 ms (Ray's own lookup asks
+    once a second) and saw it after more than one ask: the raylet was not up at the first."""
+    assert shared_ray.owned
+    assert shared_ray.node_asks is not None and shared_ray.node_asks >= 2
+
+
 def test_the_raylet_of_a_local_ray_retries_its_sockets_every_50_ms():
     """ray_session starts the raylet with Ray's socket retry at 50 ms (Ray's default, 1 s, made every
     other start wait a second for the raylet's own object store), within the same 10 s; Ray's workers

@@ -307,3 +307,100 @@ def test_rays_socket_clients_retry_every_50_ms_unless_the_user_said(given, expec
     with mock.patch.dict(os.environ, {**kept, **given}, clear=True):  # (everything _set_env sets goes after)
         ray_backend._set_env()
         assert {key: os.environ.get(key) for key in RETRY_KEYS} == expected
+
+
+class _Gcs:
+    """A stand-in for Ray's GcsClient: the node shows from its ``shows_at``-th ask on."""
+
+    def __init__(self, node, shows_at):
+        self.node, self.shows_at, self.asks = node, shows_at, 0
+
+    def get_all_node_info(self, timeout=None):
+        self.asks += 1
+        return {self.node: "info"} if self.asks >= self.shows_at else {}
+
+
+class _Clock:
+    def __init__(self):
+        self.now, self.slept = 100.0, []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_new_node_is_asked_for_every_50_ms_until_it_shows():
+    from sweep.ray_backend import NODE_POLL_S, _node_registered
+
+    clock = _Clock()
+    gcs = _Gcs("n1", shows_at=4)
+    assert NODE_POLL_S == 0.05
+    assert _node_registered(gcs, "n1", 10.0, clock=clock, sleep=clock.sleep) == 4
+    assert clock.slept == [NODE_POLL_S] * 3  # none after the ask that found it
+    assert gcs.asks == 4
+
+
+def test_a_node_that_never_shows_leaves_the_wait_to_ray_at_the_deadline():
+    from sweep.ray_backend import _node_registered
+
+    clock = _Clock()
+    gcs = _Gcs("n1", shows_at=10**9)
+    assert _node_registered(gcs, "n1", 1.0, every_s=0.25, clock=clock, sleep=clock.sleep) is None
+    assert gcs.asks == 5  # at 0, 0.25, 0.5, 0.75 and 1.0 s
+    assert clock.now == 101.0
+
+
+def test_ray_init_asks_for_its_node_before_rays_own_lookup_and_only_once(monkeypatch):
+    """The first lookup in ray.init waits for the node by asking every 50 ms, then calls Ray's own (which
+    finds it at once); a later lookup is Ray's own alone; Ray's function is back afterwards."""
+    import ray._raylet
+    from ray._private import services
+
+    from sweep import ray_backend
+
+    node = ray._raylet.NodeID.from_random()
+    made = []
+
+    def client(address):
+        made.append(address)
+        return _Gcs(node, shows_at=3)
+
+    calls = []
+    monkeypatch.setattr(services, "get_node", lambda address, node_id: calls.append((address, node_id)) or "info")
+    monkeypatch.setattr(ray._raylet, "GcsClient", client)
+    monkeypatch.setattr(ray_backend.time, "sleep", lambda s: None)
+    original = services.get_node
+    asked: list = []
+    with ray_backend._prompt_node_wait(asked):
+        assert services.get_node is not original
+        assert services.get_node("127.0.0.1:6379", node.hex()) == "info"
+        assert services.get_node("127.0.0.1:6379", node.hex()) == "info"
+    assert services.get_node is original
+    assert asked == [3]  # the third ask saw it
+    assert made == ["127.0.0.1:6379"]  # one client, for the first lookup only
+    assert calls == [("127.0.0.1:6379", node.hex())] * 2
+
+
+def test_a_failing_ask_leaves_ray_init_to_rays_own_lookup(monkeypatch):
+    import ray._raylet
+    from ray._private import services
+
+    from sweep import ray_backend
+
+    def client(address):
+        raise RuntimeError("no such API")
+
+    calls = []
+    monkeypatch.setattr(services, "get_node", lambda address, node_id: calls.append(node_id) or "info")
+    monkeypatch.setattr(ray._raylet, "GcsClient", client)
+    original = services.get_node
+    asked: list = []
+    with pytest.raises(KeyError), ray_backend._prompt_node_wait(asked):
+        assert services.get_node("a", "ff" * 28) == "info"
+        raise KeyError("ray.init failed")
+    assert services.get_node is original  # put back also when ray.init raised
+    assert asked == [None]
+    assert calls == ["ff" * 28]
