@@ -403,7 +403,7 @@ def _set_env() -> None:
 
 NODE_POLL_S = 0.05
 """How often a local Ray's start asks whether its raylet has registered (``_prompt_node_wait``)."""
-NODE_WAIT_S = 10.0  # as long as Ray's own GetNode waits (raylet_start_wait_time_s), then Ray's wait
+NODE_WAIT_S = 10.0  # as long as one of Ray's GetNode calls waits (raylet_start_wait_time_s), then Ray's
 
 
 def _node_registered(
@@ -433,8 +433,9 @@ def _prompt_node_wait(asked: list[int | None]) -> Iterator[None]:
 
     ``ray.init`` asks Ray's GCS for the new node through ``GlobalStateAccessor::GetNode``, which sleeps a
     whole second between asks (hard-coded; ``RAY_raylet_start_wait_time_s=0`` only makes ``ray.init`` spin).
-    The raylet registers ~1.0-1.5 s after it starts (once its dashboard agent is up), so the driver went on
-    0.1-1.0 s after that; in 7 of 8 measured starts, 0.7-1.0 s after.
+    The raylet registers about a second after it starts (once its dashboard agent is up), so the driver went
+    on up to a second after that, depending on which side of the second ask the registration fell: in
+    bare starts 0.04-1.00 s (benchmarks/results/node-wait-20261129/), 0.04-0.07 s with this wait.
 
     Here the first of those lookups first asks the GCS every ``NODE_POLL_S`` (``GcsClient.
     get_all_node_info``, ~1 ms each) until the node is there. Ray's own lookup then finds it at once.
@@ -447,6 +448,8 @@ def _prompt_node_wait(asked: list[int | None]) -> Iterator[None]:
 
         original = services.get_node
     except (ImportError, AttributeError):
+        original = None
+    if original is None:  # (outside the handler: a failing ray.init's traceback is not chained to it)
         yield
         return
 

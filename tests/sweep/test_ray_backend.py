@@ -371,7 +371,6 @@ def test_ray_init_asks_for_its_node_before_rays_own_lookup_and_only_once(monkeyp
     calls = []
     monkeypatch.setattr(services, "get_node", lambda address, node_id: calls.append((address, node_id)) or "info")
     monkeypatch.setattr(ray._raylet, "GcsClient", client)
-    monkeypatch.setattr(ray_backend.time, "sleep", lambda s: None)
     original = services.get_node
     asked: list = []
     with ray_backend._prompt_node_wait(asked):
@@ -404,3 +403,19 @@ def test_a_failing_ask_leaves_ray_init_to_rays_own_lookup(monkeypatch):
     assert services.get_node is original  # put back also when ray.init raised
     assert asked == [None]
     assert calls == ["ff" * 28]
+
+
+def test_a_ray_without_that_lookup_starts_its_own_way(monkeypatch):
+    """Ray's private lookup is not there (another Ray): nothing is patched, nothing asked, and a failing
+    ray.init's error is its own (not chained to the missing attribute)."""
+    from ray._private import services
+
+    from sweep import ray_backend
+
+    monkeypatch.delattr(services, "get_node")
+    asked: list = []
+    with pytest.raises(KeyError) as failed, ray_backend._prompt_node_wait(asked):
+        assert not hasattr(services, "get_node")
+        raise KeyError("ray.init failed")
+    assert failed.value.__context__ is None
+    assert asked == []
