@@ -75,6 +75,8 @@ class Monitor(threading.Thread):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.cpu: dict[int, float] = {}  # last CPU time seen per pid (ended processes keep theirs)
+        self.labels: dict[int, str] = {}  # each pid's role (_label) when last seen
+        self.per_pid: list[tuple[float, dict[int, float]]] = []  # (time, CPU-s per pid) at each sample
         # (time, tree CPU-s, tree PSS bytes or None, machine busy CPU-s, tree RSS bytes, own CPU-s)
         self.samples: list[tuple[float, float, int | None, float, int, float]] = []
         # (process, PSS bytes, RSS bytes) in the sample with the largest summed PSS
@@ -97,18 +99,19 @@ class Monitor(threading.Thread):
                     with p.oneshot():
                         t = p.cpu_times()
                         self.cpu[p.pid] = t.user + t.system
+                        self.labels[p.pid] = _label(p)  # the last seen: a Ray worker renames itself
                         rss = p.memory_info().rss
                         pss = _pss(p.pid) if with_pss else None
-                        each.append((_label(p), rss if pss is None else pss, rss))
+                        each.append((self.labels[p.pid], rss if pss is None else pss, rss))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             rss_sum = sum(e[2] for e in each)
             pss_sum = sum(e[1] for e in each) if with_pss else None
             if pss_sum is not None and pss_sum > sum(e[1] for e in self.at_peak):
                 self.at_peak = sorted(each, key=lambda e: -e[1])
-            self.samples.append(
-                (time.time(), sum(self.cpu.values()), pss_sum, _machine_busy(), rss_sum, time.process_time())
-            )
+            now = time.time()
+            self.samples.append((now, sum(self.cpu.values()), pss_sum, _machine_busy(), rss_sum, time.process_time()))
+            self.per_pid.append((now, dict(self.cpu)))
             self.stop.wait(0.5)
 
     def _around(self, t: float) -> tuple[Any, Any]:
@@ -128,6 +131,17 @@ class Monitor(threading.Thread):
             return float(before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0]))
 
         return at(t1) - at(t0)
+
+    def cpu_by_process(self, t0: float, t1: float) -> list[tuple[str, float]]:
+        """Each role's CPU-s from the last sample at or before t0 to the first at or after t1 (whole
+        samples, 0.5 s apart), largest first: where the start's CPU goes."""
+        before = max((s for s in self.per_pid if s[0] <= t0), key=lambda s: s[0], default=self.per_pid[0])[1]
+        after = min((s for s in self.per_pid if s[0] >= t1), key=lambda s: s[0], default=self.per_pid[-1])[1]
+        by_role: dict[str, float] = {}
+        for pid, cpu in after.items():
+            role = self.labels.get(pid, str(pid))
+            by_role[role] = by_role.get(role, 0.0) + cpu - before.get(pid, 0.0)
+        return sorted(((role, round(cpu, 2)) for role, cpu in by_role.items() if cpu >= 0.05), key=lambda e: -e[1])
 
     def window(self, t0: float, t1: float) -> dict[str, Any]:
         inside = [s for s in self.samples if t0 <= s[0] <= t1] or self.samples[-1:]
@@ -174,6 +188,7 @@ def run_one(method: str, seed: int, size: str, out_dir: Path) -> dict[str, Any]:
     measured = {**result, **summary, **monitor.window(result["t0"], result["t_end"])}
     if summary["first_step_s"] is not None:  # what the start needs of the 2 cores
         measured["start_cpu_s"] = monitor.cpu_between(result["t0"], result["t0"] + summary["first_step_s"])
+        measured["start_cpu_by_process"] = monitor.cpu_by_process(result["t0"], result["t0"] + summary["first_step_s"])
     out.write_text(json.dumps(measured))  # with the monitor's numbers: a later failure loses nothing
     return measured
 
@@ -320,6 +335,45 @@ def update_readme(text: str) -> None:
         readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
 
 
+# a process's role (``_label``) -> its part of the start, in ``start_cpu_lines``
+START_PARTS = (
+    ("ray::ImplicitFunc", "trial workers"),  # Ray's worker boot, then the trial's imports, data and model
+    ("ray::DashboardAgent", "Ray's dashboard agent"),
+    ("dashboard.py", "Ray's dashboard"),
+    ("ray-dashboard-", "Ray's dashboard"),  # its modules, forked by ...
+    ("-B -c", "Ray's dashboard"),  # ... its multiprocessing forkserver
+    ("-m benchmarks.methods", "driver"),  # the sweep's own process (or the plain script's)
+    ("-c import gc", "data check"),  # finetune-sweep's preflight child
+    ("ray::RuntimeEnvAgent", "Ray's other daemons"),
+    ("monitor.py", "Ray's other daemons"),  # the autoscaler's monitor and the log monitor
+    ("gcs_server", "Ray's other daemons"),
+    ("raylet", "Ray's other daemons"),
+)
+
+
+def start_cpu_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Where each Ray method's start goes: the medians over seeds of each part's CPU-s from the sweep's
+    start to its first training step (the processes the monitor saw, grouped by START_PARTS)."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        per_seed: list[dict[str, float]] = []
+        for r in runs:
+            if r["method"] != method or not r.get("start_cpu_by_process"):
+                continue
+            parts: dict[str, float] = {}
+            for role, cpu in r["start_cpu_by_process"]:
+                part = next((name for key, name in START_PARTS if key in role), "other")
+                parts[part] = parts.get(part, 0.0) + cpu
+            per_seed.append(parts)
+        if not per_seed:
+            continue
+        names = {name for parts in per_seed for name in parts}
+        medians = {name: statistics.median(parts.get(name, 0.0) for parts in per_seed) for name in names}
+        shown = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(medians.items(), key=lambda e: -e[1]))
+        lines.append(f"- start -> first step, CPU-s by part ({method}, medians): {shown}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(SIZES), default="full")
@@ -368,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     header += "; median (min–max)"
     notes = sorted({f"- {r['method']}: {r['note']}" for r in runs if r.get("note")})
     text = "\n".join(
-        [header, "", table(runs, args.methods), "", *ratios(runs), *notes]
+        [header, "", table(runs, args.methods), "", *ratios(runs), *start_cpu_lines(runs), *notes]
         + (
             [f"- BUSY machine during: {', '.join(busy)} (foreign CPU > {BUSY_LIMIT:.0%}): timings not comparable"]
             if busy

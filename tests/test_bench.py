@@ -198,6 +198,46 @@ def test_the_cpu_between_two_moments_is_interpolated_between_the_monitors_sample
     assert monitor.cpu_between(99.0, 102.0) == pytest.approx(2.5)  # beyond the samples: their ends
 
 
+def test_the_starts_cpu_is_split_by_process_and_grouped_into_parts():
+    """start_cpu_by_process: each role's CPU-s over whole samples around the window (a Ray worker's last
+    name counts; a process that started inside it counts from zero); start_cpu_lines: medians by part."""
+    import os
+
+    from benchmarks import bench
+
+    monitor = bench.Monitor(os.getpid())
+    monitor.labels = {1: "-m benchmarks.methods", 2: "ray::ImplicitFunc.train", 3: "ray::ImplicitFunc", 4: "gcs_server"}
+    monitor.per_pid = [
+        (100.0, {1: 2.0, 4: 0.1}),
+        (100.5, {1: 2.5, 4: 0.11, 2: 0.4}),
+        (101.0, {1: 2.75, 4: 0.12, 2: 0.9, 3: 0.5}),
+        (101.5, {1: 3.0, 4: 0.2, 2: 1.4, 3: 1.0}),
+    ]
+    assert monitor.cpu_by_process(100.2, 100.9) == [
+        ("ray::ImplicitFunc.train", 0.9),
+        ("-m benchmarks.methods", 0.75),
+        ("ray::ImplicitFunc", 0.5),
+    ]  # the samples at 100.0 and 101.0; gcs_server's 0.02 CPU-s is left out
+
+    runs = [
+        {"method": "finetune-sweep", "start_cpu_by_process": [
+            ("ray::ImplicitFunc.train", 6.0), ("ray::ImplicitFunc", 5.0), ("-m benchmarks.methods", 2.0),
+            ("dashboard.py --host=127.0.0.1", 1.0), ("-B -c", 1.0), ("ray-dashboard-NodeHead-0", 0.2),
+            ("-c import gc; gc.disable(); from sweep.runner import _prefli", 0.8), ("-u log_monitor.py", 0.5),
+        ]},
+        {"method": "finetune-sweep", "start_cpu_by_process": [
+            ("ray::ImplicitFunc.train", 7.0), ("-m benchmarks.methods", 3.0), ("dashboard.py --host=127.0.0.1", 1.2),
+        ]},
+        {"method": "hf-trainer", "start_cpu_by_process": [("-m benchmarks.methods", 0.7)]},
+        {"method": "ray-asha"},  # no first step: no split
+    ]  # fmt: skip
+    assert bench.start_cpu_lines(runs) == [
+        "- start -> first step, CPU-s by part (finetune-sweep, medians): trial workers 9.0, driver 2.5, "
+        "Ray's dashboard 1.7, data check 0.4, Ray's other daemons 0.2",
+        "- start -> first step, CPU-s by part (hf-trainer, medians): driver 0.7",
+    ]
+
+
 def test_the_monitor_counts_memory_that_forked_processes_share_once(tmp_path):
     """A parent fills 300 MB and forks three children that only read it: summed RSS counts it four
     times, the summed PSS (the tree's peak) about once."""
