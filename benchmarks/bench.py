@@ -135,6 +135,8 @@ class Monitor(threading.Thread):
     def cpu_by_process(self, t0: float, t1: float) -> list[tuple[str, float]]:
         """Each role's CPU-s from the last sample at or before t0 to the first at or after t1 (whole
         samples, 0.5 s apart), largest first: where the start's CPU goes."""
+        if not self.per_pid:
+            return []
         before = max((s for s in self.per_pid if s[0] <= t0), key=lambda s: s[0], default=self.per_pid[0])[1]
         after = min((s for s in self.per_pid if s[0] >= t1), key=lambda s: s[0], default=self.per_pid[-1])[1]
         by_role: dict[str, float] = {}
@@ -352,7 +354,7 @@ START_PARTS = (
 
 
 def start_cpu_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """Where each Ray method's start goes: the medians over seeds of each part's CPU-s from the sweep's
+    """Where each method's start goes: the medians over seeds of each part's CPU-s from the sweep's
     start to its first training step (the processes the monitor saw, grouped by START_PARTS)."""
     lines = []
     for method in dict.fromkeys(r["method"] for r in runs):

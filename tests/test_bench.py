@@ -206,6 +206,7 @@ def test_the_starts_cpu_is_split_by_process_and_grouped_into_parts():
     from benchmarks import bench
 
     monitor = bench.Monitor(os.getpid())
+    assert monitor.cpu_by_process(100.0, 101.0) == []  # nothing sampled
     monitor.labels = {1: "-m benchmarks.methods", 2: "ray::ImplicitFunc.train", 3: "ray::ImplicitFunc", 4: "gcs_server"}
     monitor.per_pid = [
         (100.0, {1: 2.0, 4: 0.1}),
