@@ -346,7 +346,8 @@ START_PARTS = (
     ("-B -c", "Ray's dashboard"),  # ... its multiprocessing forkserver
     ("-m benchmarks.methods", "driver"),  # the sweep's own process (or the plain script's)
     ("-c import gc", "data check"),  # finetune-sweep's preflight child
-    ("ray::RuntimeEnvAgent", "Ray's other daemons"),
+    ("ray::IDLE", "Ray's idle workers"),  # prestarted for the driver (the plain script's Ray): no trial's
+    ("ray::RuntimeEnv", "Ray's other daemons"),  # (its agent, seen also as it renames itself)
     ("monitor.py", "Ray's other daemons"),  # the autoscaler's monitor and the log monitor
     ("gcs_server", "Ray's other daemons"),
     ("raylet", "Ray's other daemons"),
@@ -371,7 +372,9 @@ def start_cpu_lines(runs: list[dict[str, Any]]) -> list[str]:
             continue
         names = {name for parts in per_seed for name in parts}
         medians = {name: statistics.median(parts.get(name, 0.0) for parts in per_seed) for name in names}
-        shown = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(medians.items(), key=lambda e: -e[1]))
+        shown = ", ".join(
+            f"{name} {cpu:.1f}" for name, cpu in sorted(medians.items(), key=lambda e: -e[1]) if cpu >= 0.05
+        )
         lines.append(f"- start -> first step, CPU-s by part ({method}, medians): {shown}")
     return lines
 

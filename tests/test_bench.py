@@ -229,13 +229,15 @@ def test_the_starts_cpu_is_split_by_process_and_grouped_into_parts():
         {"method": "finetune-sweep", "start_cpu_by_process": [
             ("ray::ImplicitFunc.train", 7.0), ("-m benchmarks.methods", 3.0), ("dashboard.py --host=127.0.0.1", 1.2),
         ]},
-        {"method": "hf-trainer", "start_cpu_by_process": [("-m benchmarks.methods", 0.7)]},
+        {"method": "hf-trainer", "start_cpu_by_process": [("-m benchmarks.methods", 0.7), ("raylet", 0.04)]},
+        {"method": "plain", "start_cpu_by_process": [("ray::IDLE", 0.8), ("ray::RuntimeEnvAgent", 0.5), ("x", 0.3)]},
         {"method": "ray-asha"},  # no first step: no split
     ]  # fmt: skip
     assert bench.start_cpu_lines(runs) == [
         "- start -> first step, CPU-s by part (finetune-sweep, medians): trial workers 9.0, driver 2.5, "
         "Ray's dashboard 1.7, data check 0.4, Ray's other daemons 0.2",
         "- start -> first step, CPU-s by part (hf-trainer, medians): driver 0.7",
+        "- start -> first step, CPU-s by part (plain, medians): Ray's idle workers 0.8, Ray's other daemons 0.5, other 0.3",
     ]
 
 
