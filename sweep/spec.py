@@ -86,7 +86,7 @@ class Tracking(Section):
 
 class Execution(Section):
     address: str | None = Field(None, description="Ray cluster address; None = a local Ray in the run dir.")
-    dashboard: bool = True
+    dashboard: bool = Field(True, description="A local Ray's dashboard; false = headless (starts sooner).")
     storage: str | None = Field(None, description="Optuna storage URL; None = sqlite in the run dir.")
     runs_dir: str = Field("runs", description="Where run directories go, relative to the working directory.")
     save_best_model: bool = True
