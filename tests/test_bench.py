@@ -199,8 +199,8 @@ def test_the_cpu_between_two_moments_is_interpolated_between_the_monitors_sample
 
 
 def test_the_starts_cpu_is_split_by_process_and_grouped_into_parts():
-    """start_cpu_by_process: each role's CPU-s over whole samples around the window (a Ray worker's last
-    name counts; a process that started inside it counts from zero); start_cpu_lines: medians by part."""
+    """start_cpu_by_process: each role's CPU-s over whole samples around the window (a process that
+    started inside it counts from zero); start_cpu_lines: medians by part, tiny parts left out."""
     import os
 
     from benchmarks import bench
