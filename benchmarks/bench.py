@@ -114,10 +114,12 @@ class Monitor(threading.Thread):
             self.per_pid.append((now, dict(self.cpu)))
             self.stop.wait(0.5)
 
-    def _around(self, t: float) -> tuple[Any, Any]:
-        """The last sample at or before ``t`` and the first at or after it (the ends beyond the samples)."""
-        before = max((s for s in self.samples if s[0] <= t), key=lambda s: s[0], default=self.samples[0])
-        after = min((s for s in self.samples if s[0] >= t), key=lambda s: s[0], default=self.samples[-1])
+    def _around(self, t: float, rows: list[Any] | None = None) -> tuple[Any, Any]:
+        """The last sample (of ``rows``, default ``samples``; time first) at or before ``t`` and the first at
+        or after it (the ends beyond the samples)."""
+        rows = self.samples if rows is None else rows
+        before = max((s for s in rows if s[0] <= t), key=lambda s: s[0], default=rows[0])
+        after = min((s for s in rows if s[0] >= t), key=lambda s: s[0], default=rows[-1])
         return before, after
 
     def cpu_between(self, t0: float, t1: float) -> float:
@@ -137,8 +139,7 @@ class Monitor(threading.Thread):
         samples, 0.5 s apart), largest first: where the start's CPU goes."""
         if not self.per_pid:
             return []
-        before = max((s for s in self.per_pid if s[0] <= t0), key=lambda s: s[0], default=self.per_pid[0])[1]
-        after = min((s for s in self.per_pid if s[0] >= t1), key=lambda s: s[0], default=self.per_pid[-1])[1]
+        before, after = self._around(t0, self.per_pid)[0][1], self._around(t1, self.per_pid)[1][1]
         by_role: dict[str, float] = {}
         for pid, cpu in after.items():
             role = self.labels.get(pid, str(pid))
