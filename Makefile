@@ -82,7 +82,7 @@ bench-start: setup
 		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/autoconfig-check \
 		finetune-sweep/existing-store finetune-sweep/gc-in-workers finetune-sweep/gc-at-start \
 		finetune-sweep/own-split finetune-sweep/split-in-workers finetune-sweep/connect-retry-1s \
-		finetune-sweep/node-wait-1s
+		finetune-sweep/node-wait-1s finetune-sweep/log-monitor
 
 # where one trial's and the demo sweep's time and memory go
 bench-trial: setup

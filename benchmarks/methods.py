@@ -72,6 +72,9 @@ VARIANTS = {
     # before: ray.init learned that its raylet had registered through Ray's own lookup alone, which asks once
     # a second (NODE_WAIT_1S below)
     "finetune-sweep/node-wait-1s": [],
+    # before: a local Ray ran its log monitor, which publishes the workers' output for drivers to print
+    # (the sweep's prints none) (LOG_MONITOR below)
+    "finetune-sweep/log-monitor": [],
 }
 COMPARED_WITH = {"finetune-sweep/split-in-workers": "finetune-sweep/own-split"}
 """A variant that takes a speed-up back from another variant is compared with that one."""
@@ -116,6 +119,7 @@ SPLIT_IN_WORKERS = "finetune-sweep/split-in-workers"
 GC_IN_WORKERS = "finetune-sweep/gc-in-workers"
 GC_AT_START = "finetune-sweep/gc-at-start"
 NODE_WAIT_1S = "finetune-sweep/node-wait-1s"
+LOG_MONITOR = "finetune-sweep/log-monitor"
 
 
 @contextlib.contextmanager
@@ -486,6 +490,10 @@ def main() -> None:
             from sweep import ray_backend
 
             ray_backend._prompt_node_wait = _rays_own_node_wait  # type: ignore[assignment]
+        if method == LOG_MONITOR:
+            from sweep import ray_backend
+
+            ray_backend._without_log_monitor = contextlib.nullcontext  # type: ignore[assignment]
         if method == GC_AT_START:
             import sweep.runner
 

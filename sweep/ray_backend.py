@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -469,6 +470,39 @@ def _prompt_node_wait(asked: list[int | None]) -> Iterator[None]:
         services.get_node = original
 
 
+@contextlib.contextmanager
+def _without_log_monitor() -> Iterator[None]:
+    """A local Ray that ``ray.init`` starts meanwhile runs no log monitor.
+
+    Ray's log monitor tails every worker's log file and publishes new lines for drivers to print
+    (``log_to_driver``); the sweep's driver prints none (``log_to_driver=False``: the workers' output stays
+    in their log files, shown in the run dir), and nothing else subscribes. Its start took ~0.6 CPU-s
+    beside Ray's on the way to the first step (10.6 -> 10.2 s there, 6 seeds interleaved,
+    benchmarks/results/start-20261129-234841/), and it polled the logs all sweep long. ``ray.init`` has no
+    parameter for it: its ``RayParams`` get ``include_log_monitor=False`` unless given a value. Where
+    ``RayParams`` takes no such parameter (not the Ray this was written against, 2.60), nothing changes."""
+    try:
+        from ray._private import parameter
+
+        original = parameter.RayParams.__init__
+        known = "include_log_monitor" in inspect.signature(original).parameters
+    except (ImportError, AttributeError):
+        known = False
+    if not known:
+        yield
+        return
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("include_log_monitor", False)
+        original(self, *args, **kwargs)
+
+    parameter.RayParams.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
+
+
 class RaySession:
     """A Ray this sweep connected to (or started): ``start_ray`` returns it, ``close`` ends it.
 
@@ -547,7 +581,7 @@ def start_ray(address: str | None, dashboard: bool) -> RaySession:
             # the dashboard comes with ray[default]; without it Ray runs headless
             has_dashboard = dashboard and importlib.util.find_spec("aiohttp") is not None
             temp_dir = Path(tempfile.mkdtemp(prefix=f"{STAND_IN}{os.getpid()}-"))
-            with _prompt_node_wait(asked):
+            with _prompt_node_wait(asked), _without_log_monitor():
                 info = ray.init(
                     address="local",
                     include_dashboard=has_dashboard,

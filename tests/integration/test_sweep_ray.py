@@ -488,3 +488,39 @@ def test_the_raylet_of_a_local_ray_retries_its_sockets_every_50_ms():
         return config.raylet_client_connect_timeout_milliseconds(), config.raylet_client_num_connect_attempts()
 
     assert ray.get(retry.remote()) == (50, 200)
+
+
+def test_a_local_ray_runs_no_log_monitor_and_its_workers_output_stays_in_their_log_files(shared_ray):
+    """ray_session's Ray has no log monitor (it publishes the workers' output for drivers to print; the
+    sweep's driver prints none) but Ray's other daemons, the autoscaler's monitor among them; what a
+    worker prints is in its own log file in Ray's session logs, which the run dir shows."""
+    import os
+    import time
+    import uuid
+
+    import psutil
+    import ray
+
+    def cmdline(p: psutil.Process) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:  # (a worker that ended meanwhile)
+            return ""
+
+    commands = [cmdline(p) for p in psutil.Process().children(recursive=True)]
+    assert any("autoscaler/_private/monitor.py" in c for c in commands)  # the scan sees Ray's daemons
+    assert not any("log_monitor.py" in c for c in commands)
+
+    marker = f"worker output {uuid.uuid4().hex}"
+
+    @ray.remote(num_cpus=0)
+    def shout(line: str) -> int:
+        print(line, flush=True)
+        return os.getpid()
+
+    pid = ray.get(shout.remote(marker))
+    logs = shared_ray.temp_dir / "session_latest" / "logs"
+    deadline = time.monotonic() + 10
+    while not any(marker in f.read_text() for f in logs.glob(f"worker-*-{pid}.out")):
+        assert time.monotonic() < deadline, f"{marker!r} not in {sorted(f.name for f in logs.glob('worker-*'))}"
+        time.sleep(0.1)

@@ -419,3 +419,36 @@ def test_a_ray_without_that_lookup_starts_its_own_way(monkeypatch):
         raise KeyError("ray.init failed")
     assert failed.value.__context__ is None
     assert asked == []
+
+
+def test_ray_init_is_asked_for_no_log_monitor_unless_given_and_rays_parameters_are_back_afterwards():
+    """While a local Ray starts, its RayParams say include_log_monitor=False (Ray's Node starts one when it
+    is not given), a value given explicitly is kept; afterwards, also after a failing ray.init, Ray's
+    RayParams are as they were."""
+    from ray._private import parameter
+
+    from sweep import ray_backend
+
+    original = parameter.RayParams.__init__
+    with ray_backend._without_log_monitor():
+        assert parameter.RayParams().include_log_monitor is False
+        assert parameter.RayParams(include_log_monitor=True).include_log_monitor is True
+    assert parameter.RayParams.__init__ is original
+    assert parameter.RayParams().include_log_monitor is None
+    with pytest.raises(KeyError), ray_backend._without_log_monitor():
+        raise KeyError("ray.init failed")
+    assert parameter.RayParams.__init__ is original
+
+
+def test_a_ray_whose_params_know_no_log_monitor_starts_its_own_way(monkeypatch):
+    from ray._private import parameter
+
+    from sweep import ray_backend
+
+    def init(self, node_ip_address=None):  # another Ray's RayParams, without the parameter
+        self.node_ip_address = node_ip_address
+
+    monkeypatch.setattr(parameter.RayParams, "__init__", init)
+    with ray_backend._without_log_monitor():
+        assert parameter.RayParams.__init__ is init
+        assert not hasattr(parameter.RayParams(), "include_log_monitor")
