@@ -75,7 +75,7 @@ bench-quick: setup
 	$(BIN)/python -m benchmarks.bench --size quick --seeds 0 1 2
 
 # sweep start -> first training step, finetune-sweep against the plain Ray Tune script and with each
-# start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~35 minutes)
+# start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~45 minutes)
 START_SEEDS ?= 0 1 2 3 4
 bench-start: setup
 	$(BIN)/python -m benchmarks.bench --size start --seeds $(START_SEEDS) --methods finetune-sweep ray-asha \

@@ -8,6 +8,7 @@ Ray's ``OptunaSearch`` builds its study with Optuna's NopPruner, so it cannot pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib.util
 import inspect
@@ -476,11 +477,12 @@ def _without_log_monitor() -> Iterator[None]:
 
     Ray's log monitor tails every worker's log file and publishes new lines for drivers to print
     (``log_to_driver``); the sweep's driver prints none (``log_to_driver=False``: the workers' output stays
-    in their log files, shown in the run dir), and nothing else subscribes. Its start took ~0.6 CPU-s
-    beside Ray's on the way to the first step (10.6 -> 10.2 s there, 6 seeds interleaved,
-    benchmarks/results/start-20261129-234841/), and it polled the logs all sweep long. ``ray.init`` has no
-    parameter for it: its ``RayParams`` get ``include_log_monitor=False`` unless given a value. Where
-    ``RayParams`` takes no such parameter (not the Ray this was written against, 2.60), nothing changes."""
+    in their log files, shown in the run dir), and nothing else subscribes. It took ~0.6 CPU-s beside
+    Ray's start on the way to the first step, then polled the logs all sweep long (~0.55 CPU-s a minute);
+    the start's wall time moved within its spread (benchmarks/results/start-20261129-235932/). ``ray.init``
+    has no parameter for it (``ray start --include-log-monitor`` has): its ``RayParams`` get
+    ``include_log_monitor=False`` unless given a value. Where ``RayParams`` takes no such parameter (not
+    the Ray this was written against, 2.60), nothing changes."""
     try:
         from ray._private import parameter
 
@@ -492,12 +494,13 @@ def _without_log_monitor() -> Iterator[None]:
         yield
         return
 
+    @functools.wraps(original)
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("include_log_monitor", False)
         original(self, *args, **kwargs)
 
-    parameter.RayParams.__init__ = init  # type: ignore[method-assign]
     try:
+        parameter.RayParams.__init__ = init  # type: ignore[method-assign]
         yield
     finally:
         parameter.RayParams.__init__ = original  # type: ignore[method-assign]

@@ -519,6 +519,7 @@ def test_a_local_ray_runs_no_log_monitor_and_its_workers_output_stays_in_their_l
         return os.getpid()
 
     pid = ray.get(shout.remote(marker))
+    assert shared_ray.owned and shared_ray.temp_dir is not None  # (a Ray this module's session started)
     logs = shared_ray.temp_dir / "session_latest" / "logs"
     deadline = time.monotonic() + 10
     while not any(marker in f.read_text() for f in logs.glob(f"worker-*-{pid}.out")):

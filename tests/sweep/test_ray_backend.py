@@ -421,10 +421,11 @@ def test_a_ray_without_that_lookup_starts_its_own_way(monkeypatch):
     assert asked == []
 
 
-def test_ray_init_is_asked_for_no_log_monitor_unless_given_and_rays_parameters_are_back_afterwards():
+@pytest.mark.parametrize("failure", [KeyError, KeyboardInterrupt])
+def test_ray_init_is_asked_for_no_log_monitor_unless_given_and_rays_parameters_are_back_afterwards(failure):
     """While a local Ray starts, its RayParams say include_log_monitor=False (Ray's Node starts one when it
-    is not given), a value given explicitly is kept; afterwards, also after a failing ray.init, Ray's
-    RayParams are as they were."""
+    is not given), a value given explicitly is kept; afterwards, also after a failing or interrupted
+    ray.init, Ray's RayParams are as they were."""
     from ray._private import parameter
 
     from sweep import ray_backend
@@ -435,9 +436,36 @@ def test_ray_init_is_asked_for_no_log_monitor_unless_given_and_rays_parameters_a
         assert parameter.RayParams(include_log_monitor=True).include_log_monitor is True
     assert parameter.RayParams.__init__ is original
     assert parameter.RayParams().include_log_monitor is None
-    with pytest.raises(KeyError), ray_backend._without_log_monitor():
-        raise KeyError("ray.init failed")
+    with pytest.raises(failure), ray_backend._without_log_monitor():
+        raise failure("ray.init failed")
     assert parameter.RayParams.__init__ is original
+
+
+@pytest.mark.parametrize("address", [None, "ray://head:10001"])
+def test_start_ray_starts_a_local_ray_without_a_log_monitor_and_leaves_a_clusters_as_it_is(
+    address, monkeypatch, tmp_path
+):
+    """start_ray's ray.init builds its RayParams with include_log_monitor=False for a local Ray (ray.init
+    stands in here: what it would give Ray's Node is recorded); connecting to a cluster changes nothing."""
+    import ray
+    from ray._private import parameter
+
+    from sweep import ray_backend
+
+    seen = []
+
+    def init(**kwargs):
+        seen.append(parameter.RayParams().include_log_monitor)
+        return None
+
+    monkeypatch.setattr(ray_backend, "_set_env", lambda: None)  # (this process's environment stays as it is)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray_backend.tempfile, "tempdir", str(tmp_path))
+    session = ray_backend.start_ray(address, dashboard=False)
+    assert seen == [False if address is None else None]
+    assert parameter.RayParams().include_log_monitor is None  # Ray's own again
+    session.temp_dir = None  # (nothing of Ray's to keep)
 
 
 def test_a_ray_whose_params_know_no_log_monitor_starts_its_own_way(monkeypatch):
