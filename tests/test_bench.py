@@ -275,3 +275,21 @@ def test_the_monitor_counts_memory_that_forked_processes_share_once(tmp_path):
     assert 0.28 < got["peak_gib"] < 0.4  # held once
     names = [name for name, _, _ in got["at_peak_mb"]]
     assert len(names) == 4
+
+
+def test_the_gpu_packing_sweep_is_the_sst2_spec_with_k_trials_sharing_one_gpu_and_no_pruner(tmp_path):
+    """benchmarks/gpu_packing.py: k trials at a time take 1/k of a GPU each; every trial runs its steps
+    (no pruner), on the given data and model, with the shipped spec's space and sampler."""
+    import argparse
+
+    from benchmarks.gpu_packing import spec_for
+
+    args = argparse.Namespace(data=tmp_path / "data", model=tmp_path / "model", trials=16, steps=120)
+    spec = spec_for(4, args, tmp_path)
+    assert spec.resources.gpus_per_trial == 0.25
+    assert spec.budget.max_concurrent_trials == 4 and spec.budget.num_trials == 16
+    assert spec.pruner.kind == "none"
+    assert spec.trial_template()["data"]["path"] == str(tmp_path / "data" / "train.tsv")
+    assert spec.trial_template()["model"]["name_or_path"] == str(tmp_path / "model")
+    assert set(spec.space) >= {"optim.learning_rate", "model.num_layers", "loss.name", "adaptation.r"}
+    assert spec.sampler.kind == "tpe" and not spec.execution.dashboard
