@@ -143,7 +143,7 @@ def table(rows: list[dict[str, Any]], gpu: str) -> str:
         f"trials sharing one GPU ({gpu}), {rows[0]['trials']} trials of {rows[0]['steps'] // max(rows[0]['trials'], 1)} "
         "steps each, no pruner",
         "",
-        "| trials at a time | GPU per trial | wall s | trials/hour | trials/hour (running) | steps/s "
+        "| trials at a time | GPU per trial | wall s | trials/hour | trials/hour (running) | steps/s (running) "
         "| GPU memory used, peak MiB | one trial's peak allocated MiB | device |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
