@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,14 +184,23 @@ def main(argv: list[str] | None = None) -> None:
             write_tsv(getattr(task, name), args.data / f"{name}.tsv")
     if args.random_weights:
         args.model = random_weights(args.model, args.work / "model")
-    if args.declare_gpus:
+    ray_dir = None
+    if args.declare_gpus:  # (its session files in a temp dir of its own, removed at the end)
         import ray
 
-        ray.init(address="local", num_gpus=args.declare_gpus, include_dashboard=False, log_to_driver=False)
+        ray_dir = tempfile.mkdtemp(prefix="fsweep-gpu-ray-")
+        ray.init(
+            address="local", num_gpus=args.declare_gpus, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir
+        )
     rows = []
-    for share in args.shares:
-        rows.append(run_share(share, args))
-        print(json.dumps(rows[-1]), flush=True)
+    try:
+        for share in args.shares:
+            rows.append(run_share(share, args))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if ray_dir is not None:
+            ray.shutdown()
+            shutil.rmtree(ray_dir, ignore_errors=True)
     gpu = GpuMemory().name
     report = {"gpu": gpu, "python": platform.python_version(), "rows": rows}
     (args.out / "gpu_packing.json").write_text(json.dumps(report, indent=1))
