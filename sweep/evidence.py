@@ -5,11 +5,67 @@ secondary metrics) and the data itself (split sizes, class balance, rows shared 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sweep.blame import DataFacts, Evidence, TrialHistory
+from pydantic import BaseModel, ConfigDict, Field
+
 from sweep.space import FixedParam
 from sweep.spec import SweepSpec
+from sweep.status import TrialStatus
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Confirmation(_Model):
+    """What a confirmation trial is: the best configuration with one parameter moved."""
+
+    param: str
+    value: Any = Field(description="The value it was moved to (into the suspected losing group).")
+    of: int = Field(description="The trial number of the configuration it perturbs (the best of the search).")
+
+
+class TrialHistory(_Model):
+    """One trial as the record has it."""
+
+    number: int
+    status: TrialStatus
+    params: dict[str, Any]
+    curve: dict[int, float] = Field(default_factory=dict, description="The objective at each reported step.")
+    train_loss: dict[int, float] = Field(default_factory=dict)
+    val_loss: dict[int, float] = Field(default_factory=dict)
+    value: float | None = Field(None, description="Final objective of a completed trial.")
+    test_value: float | None = None
+    secondary_value: float | None = None
+    class_recall: dict[str, float] = Field(default_factory=dict, description="Final recall per label id.")
+    last_step: int | None = Field(None, description="The step of the final report when the trial runs to its end.")
+    diverged_step: int | None = None
+    confirmation: Confirmation | None = Field(None, description="Set on the verdict's confirmation trials.")
+
+
+class DataFacts(_Model):
+    task: str
+    num_train: int
+    num_val: int
+    num_test: int = 0
+    class_counts: dict[str, int] = Field(default_factory=dict, description="Training rows per class.")
+    label_names: list[str] = Field(default_factory=list, description="Class names by label id.")
+    num_val_duplicates: int = Field(0, description="Validation rows whose text also is a training row.")
+    num_scored: int | None = Field(None, description="Validation rows the objective scores (exact match: fewer).")
+    num_folds: int = Field(1, description="k-fold trials report once per fold (step = fold index).")
+    chance: dict[str, float] = Field(
+        default_factory=dict, description="Each metric of a model that learned nothing (the best constant guess)."
+    )
+
+
+class Evidence(_Model):
+    sweep: str
+    objective: str
+    direction: Literal["minimize", "maximize"]
+    trials: list[TrialHistory]
+    data: DataFacts
+    space: dict[str, dict[str, Any]] = Field(default_factory=dict, description="The spec's space section.")
 
 
 def fixed_params(spec: SweepSpec) -> dict[str, Any]:
@@ -21,6 +77,7 @@ def data_facts(spec: SweepSpec, split_file: Path | None = None) -> DataFacts:
     """Split sizes, training class counts and validation rows that also are training rows (the split the
     sweep saved in its run dir, ``split_file``, where it is this config's)."""
     from trainers.data import load_rows, splits_for
+    from trainers.tasks import get_task
 
     cfg = spec.trial_config(fixed_params(spec))
     rows = load_rows(cfg.data, cfg.task)
@@ -50,6 +107,7 @@ def data_facts(spec: SweepSpec, split_file: Path | None = None) -> DataFacts:
         class_counts=counts,
         label_names=list(rows.label_names),
         num_val_duplicates=duplicates,
+        chance=get_task(cfg.task).chance_levels(rows, fold.train, fold.val),
     )
 
 
@@ -85,6 +143,7 @@ def gather(
                     k.removeprefix("val_recall_"): v for k, v in finals.items() if k.startswith("val_recall_")
                 },
                 diverged_step=t["diverged_step"],
+                confirmation=t.get("confirmation"),
             )
         )
     evidence = Evidence(

@@ -308,6 +308,12 @@ class SweepObserver:
     def trial_started(self, ray_id: str, params: Mapping[str, Any]) -> None:
         rec = self.book.start(ray_id, self.bridge.number(ray_id), params)
         self.recorder.start_trial(ray_id, rec.number, params)
+        confirmation = self.bridge.confirmation_of(ray_id)
+        if confirmation:  # the verdict's ablation of the best configuration (sweep.confirm)
+            self.recorder.tag_trial(
+                ray_id,
+                {"sweep.confirmation": "true", **{f"sweep.confirmation.{k}": str(v) for k, v in confirmation.items()}},
+            )
         self.progress.started(rec)
 
     def trial_reported(self, ray_id: str, step: int, metrics: Mapping[str, float]) -> None:

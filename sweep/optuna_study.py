@@ -28,6 +28,7 @@ STATUS_ATTR = "status"
 RETRY_OF_ATTR = "rerun_of"  # a killed trial's configuration, queued again on resume
 OWNER_ATTR = "sweep_run"  # the MLflow parent run of the sweep that asked the trial (a study may be shared)
 PRUNING_CURVE_ATTR = "pruning_curve"  # {step: value} of the pruner's metric, when it is not the objective
+CONFIRMATION_ATTR = "confirmation"  # {param, value, of}: a confirmation trial of the verdict (sweep.confirm)
 
 
 def is_shared(storage: str | None) -> bool:
@@ -157,6 +158,7 @@ class PriorTrial:
     status: TrialStatus
     value: float | None
     step: int | None
+    confirmation: bool = False  # one of the verdict's confirmation trials
 
 
 class StudyBridge:
@@ -184,6 +186,7 @@ class StudyBridge:
         self._trials: dict[str, optuna.Trial] = {}
         self._params: dict[str, dict[str, Any]] = {}
         self._pruned: set[str] = set()
+        self._confirmations: dict[str, dict[str, Any]] = {}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if self._ours(frozen):  # this sweep was interrupted: its running trials will not report again
                 optuna.Trial(study, frozen._trial_id).set_user_attr(STATUS_ATTR, TrialStatus.KILLED.value)
@@ -207,7 +210,25 @@ class StudyBridge:
             killed = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.KILLED.value
             if killed and t.number not in queued and t.params:
                 attrs = {RETRY_OF_ATTR: t.number, **({OWNER_ATTR: self.owner} if self.owner else {})}
+                if CONFIRMATION_ATTR in t.user_attrs:
+                    attrs[CONFIRMATION_ATTR] = t.user_attrs[CONFIRMATION_ATTR]
                 self.study.enqueue_trial(dict(t.params), user_attrs=attrs)
+
+    def enqueue_confirmation(self, params: Mapping[str, Any], confirmation: Mapping[str, Any]) -> None:
+        """Queue one of the verdict's confirmation trials: the next ask gets exactly these parameters
+        (whatever they leave out, e.g. a condition's new child, the sampler draws)."""
+        attrs = {CONFIRMATION_ATTR: dict(confirmation), **({OWNER_ATTR: self.owner} if self.owner else {})}
+        self.study.enqueue_trial(dict(params), user_attrs=attrs, skip_if_exists=False)
+
+    def queued_confirmations(self) -> int:
+        """Confirmation trials queued and not yet asked (a resumed sweep runs them)."""
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return sum(1 for t in waiting if CONFIRMATION_ATTR in t.user_attrs and self._ours(t))
+
+    def confirmation_of(self, ray_id: str) -> dict[str, Any] | None:
+        """What a confirmation trial tests; None for a trial of the search."""
+        attr = self._confirmations.get(ray_id)
+        return dict(attr) if attr else None
 
     def exhausted(self) -> bool:
         """True when a grid has no unasked point left (other samplers never run out)."""
@@ -223,6 +244,8 @@ class StudyBridge:
                 trial.set_user_attr(OWNER_ATTR, self.owner)
             self._trials[ray_id] = trial
             self._params[ray_id] = sample(self.space, trial)
+            if CONFIRMATION_ATTR in trial.user_attrs:  # (enqueued with it: ``enqueue_confirmation``)
+                self._confirmations[ray_id] = trial.user_attrs[CONFIRMATION_ATTR]
         return dict(self._params[ray_id])
 
     def number(self, ray_id: str) -> int | None:
@@ -245,6 +268,8 @@ class StudyBridge:
                 return False
             prune = self.judge.report(ray_id, judged, step)
             trial.set_user_attr(PRUNING_CURVE_ATTR, {str(k): v for k, v in self.judge.curves[ray_id].items()})
+        if prune and ray_id in self._confirmations:
+            return False  # a confirmation runs to its end: it is compared with a trial that did
         if prune:
             self.mark_pruned(ray_id)
         return prune
@@ -298,6 +323,7 @@ class StudyBridge:
                     status,
                     t.value,
                     t.last_step,
+                    CONFIRMATION_ATTR in t.user_attrs,
                 )
             )
         return out
@@ -357,6 +383,7 @@ def study_trials(storage: str, study_name: str, owner: str | None = None, shared
                 "curve": {int(s): float(v) for s, v in t.intermediate_values.items()},
                 "value": t.value if t.state == TrialState.COMPLETE else None,
                 "diverged_step": t.user_attrs.get("diverged_step"),
+                "confirmation": t.user_attrs.get(CONFIRMATION_ATTR),
             }
         )
     return out

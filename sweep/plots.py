@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from sweep.blame import scores_at
+from sweep.outcomes import scores_at
 from sweep.status import TrialStatus
 
 STATUS_COLORS: dict[str, str] = {
@@ -92,6 +92,67 @@ def objective_vs_params(evidence: Any, analysis: Any) -> str:
     for ax in list(axes.flat)[len(params) :]:
         ax.axis("off")
     _legend(axes.flat[0], {t.status for t in evidence.trials if t.number in scores})
+    return _svg(fig)
+
+
+MARKERS = {"learned": "o", "flat": "s", "diverged": "v", "censored": "x"}
+
+
+def finding(evidence: Any, analysis: Any, f: Any) -> str:
+    """One blamed parameter: each trial's objective at the compared step against the parameter, the
+    chance level drawn, the blamed region shaded; marker by outcome, colour by status, and each
+    confirmation trial circled with an arrow from the configuration it perturbs."""
+    labels = {lab.number: lab for lab in analysis.labels}
+    by_number = {t.number: t for t in evidence.trials}
+    spec = evidence.space.get(f.param, {})
+    choices = list(spec["choices"]) if spec.get("type") == "categorical" else None
+    log = bool(spec.get("log"))
+    sign = 1.0 if evidence.direction == "maximize" else -1.0
+    shown = [n for n in labels if f.param in by_number[n].params]
+    if not shown:
+        return ""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
+    if f.blame is not None and f.blame.numeric:
+        for lo, hi in f.blame.intervals:
+            ax.axvspan(_position(lo, None, log), _position(hi, None, log), color="#b2182b", alpha=0.12, lw=0)
+    if analysis.chance is not None:
+        ax.axhline(analysis.chance, color="#555", ls="--", lw=1)
+        ax.annotate(
+            "chance level", (0.01, analysis.chance), xycoords=("axes fraction", "data"), fontsize=8, va="bottom"
+        )
+    points: dict[int, tuple[float, float]] = {}
+    for n in shown:
+        t, lab = by_number[n], labels[n]
+        x = _position(t.params[f.param], choices, log)
+        y = sign * lab.score if lab.outcome != "diverged" else (analysis.chance if analysis.chance is not None else 0.0)
+        points[n] = (x, y)
+        confirmation = t.confirmation is not None
+        ax.scatter(
+            x,
+            y,
+            marker=MARKERS.get(lab.outcome, "o"),
+            color=STATUS_COLORS.get(t.status, "#000"),
+            s=70 if confirmation else 36,
+            edgecolors="#000" if confirmation else "none",
+            linewidths=1.5,
+            zorder=3,
+        )
+    for n in shown:
+        c = by_number[n].confirmation
+        if c is not None and c.param == f.param and c.of in points:
+            ax.annotate("", points[n], points[c.of], arrowprops={"arrowstyle": "->", "color": "#333"})
+            ax.annotate(f"confirmation {n}", points[n], fontsize=8, xytext=(4, 4), textcoords="offset points")
+    if choices is not None:
+        ax.set_xticks(range(len(choices)), [str(c) for c in choices], rotation=20, fontsize=8)
+    ax.set_xlabel(f.param + (" (log10)" if log else ""))
+    ax.set_ylabel(f"{evidence.objective} at step {analysis.common_step}")
+    handles = [
+        plt.Line2D([], [], color="#333", marker=m, ls="", label=k)
+        for k, m in MARKERS.items()
+        if k in {labels[n].outcome for n in shown}
+    ]
+    handles.append(plt.Line2D([], [], color="#fff", marker="o", markeredgecolor="#000", ls="", label="confirmation"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
     return _svg(fig)
 
 

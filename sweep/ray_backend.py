@@ -229,8 +229,8 @@ class RecordingASHA(_DriverOnly, ASHAScheduler):
         self.bridge.report(trial.trial_id, float(result[self.objective]), int(result[STEP_KEY]))
         self.bridge.clear_pruned(trial.trial_id)  # Optuna's own pruner is not the judge here
         decision = super().on_trial_result(tune_controller, trial, result)
-        if _is_last(trial, result):
-            return TrialScheduler.CONTINUE  # done anyway: let it report its outcome
+        if _is_last(trial, result) or self.bridge.confirmation_of(trial.trial_id):
+            return TrialScheduler.CONTINUE  # done anyway, or a confirmation (it runs to its end)
         if decision == TrialScheduler.STOP:
             self.bridge.mark_pruned(trial.trial_id)
         return decision
@@ -636,8 +636,12 @@ def run_tuner(
     run_dir: Path,
     models_dir: Path | None,
     split_file: Path | None = None,
+    name: str = "tune",
+    time_budget_s: float | None = None,
 ) -> None:
     """Run ``num_trials`` trials of ``spec`` on Ray Tune, Optuna sampling and pruning through ``bridge``.
+    ``name``: the Tune experiment's folder in the run dir (the search's, or its confirmations');
+    ``time_budget_s``: what is left of the sweep's time budget (None: the spec's).
 
     ``max_last_step`` is the largest step any trial of the space reports (ASHA's max_t). ``split_file``:
     the data check's split of the data, which trials of that data and split config load (a worker that
@@ -674,11 +678,11 @@ def run_tuner(
             num_samples=num_trials,
             max_concurrent_trials=spec.budget.max_concurrent_trials,
             reuse_actors=True,
-            time_budget_s=spec.budget.time_budget_s,
+            time_budget_s=spec.budget.time_budget_s if time_budget_s is None else time_budget_s,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name="tune",
+            name=name,
             storage_path=str(run_dir.resolve()),
             callbacks=[
                 _EventCallback(observer, spec.budget.trial_timeout_s),

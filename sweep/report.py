@@ -120,20 +120,45 @@ def render(out: Any, spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any
 
 
 def _finding_rows(analysis: Any) -> list[list[str]]:
+    order = {"blamed": 0, "suspect": 1, "no_evidence": 2}
     rows = []
-    for f in sorted(analysis.params, key=lambda f: -(f.importance or 0.0)):
-        interval = f"[{f.interval[0]:.3g}, {f.interval[1]:.3g}]" if f.interval else "-"
+    for f in sorted(analysis.params, key=lambda f: (order[f.status], f.p_value or 1.0)):
         rows.append(
             [
                 f.param,
                 f.component,
-                f"{f.importance:.2f}" if f.importance is not None else "-",
-                f.keep.label() if f.keep else "-",
+                f.status + (f" ({f.evidence_kind})" if f.status == "blamed" else ""),
                 f.blame.label() if f.blame else "-",
-                f"{f.effect:+.3g} {interval}" if f.effect is not None else f.note,
+                f.keep.label() if f.keep else "-",
+                "-" if f.p_value is None else f"{f.p_value:.2g} / {f.p_adjusted:.2g}",
+                "-" if f.posterior is None or f.status == "no_evidence" else f"{f.posterior:.3f}",
+                f"{f.importance:.2f}" if f.importance is not None else "-",
+                f.sentence or f.note,
             ]
         )
     return rows
+
+
+FINDING_HEADER = [
+    "parameter",
+    "component",
+    "finding",
+    "blame",
+    "keep",
+    "p / Holm",
+    "P(win > lose)",
+    "importance",
+    "counts",
+]
+
+
+def _culprit(analysis: Any) -> str:
+    """The top culprit with its sentence."""
+    return f"{analysis.blame_top} — {analysis.blame_reason}"
+
+
+def _confirmations(analysis: Any) -> list[str]:
+    return [f.confirmation.text for f in analysis.params if f.confirmation is not None]
 
 
 def markdown(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
@@ -146,21 +171,42 @@ def markdown(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str
         lines.append(
             f"- registered as model '{verdict.registered[0]}' version {verdict.registered[1]} (alias candidate)"
         )
+    blamed = [f for f in analysis.params if f.status == "blamed"]
+    suspects = [f for f in analysis.params if f.status == "suspect"]
+    lines += ["", f"**Top culprit:** {_culprit(analysis)}", ""]
+    if blamed:
+        lines += ["## Confirmed", ""] if any(f.evidence_kind == "confirmed" for f in blamed) else []
+        lines += [
+            f"- **{f.param}**: {f.sentence} — {f.confirmation.text}" for f in blamed if f.evidence_kind == "confirmed"
+        ]
+        observed = [f for f in blamed if f.evidence_kind == "observed"]
+        if observed:
+            lines += ["", "## Observed (the search's trials; not confirmed by an ablation)", ""]
+            lines += [f"- **{f.param}**: {f.sentence} (p = {f.p_value:.2g}, Holm {f.p_adjusted:.2g})" for f in observed]
+    if suspects:
+        lines += ["", "## Suspects (suggestive, not significant, not confirmed)", ""]
+        lines += [f"- {f.param}: {f.sentence} (p = {f.p_value:.2g})" for f in suspects]
+    refuted = [f for f in analysis.params if f.confirmation is not None and f.confirmation.confirmed is False]
+    if refuted:
+        lines += ["", "## Not reproduced", ""] + [f"- {f.param}: {f.confirmation.text}" for f in refuted]
     lines += [
         "",
-        f"**Blame:** {analysis.blame_top} — {analysis.blame_reason}",
+        f"Evidence: {analysis.evidence}.",
         "",
-        f"Evidence: {analysis.evidence}. Importance: {analysis.method}.",
-        "",
-        "| parameter | component | importance | keep | blame | effect [interval] |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join(FINDING_HEADER) + " |",
+        "|" + "---|" * len(FINDING_HEADER),
         *["| " + " | ".join(r) + " |" for r in _finding_rows(analysis)],
+        "",
+        f"**Method.** {analysis.method}",
         "",
         "## Trials",
         "",
-        "| trial | status | diagnosis | why |",
-        "|---|---|---|---|",
-        *[f"| {d.number} | {d.status} | {d.diagnosis} | {d.reason} |" for d in analysis.trials],
+        "| trial | status | outcome | diagnosis | why |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {d.number} | {d.status} | {_outcome(analysis, d.number, evidence)} | {d.diagnosis} | {d.reason} |"
+            for d in analysis.trials
+        ],
         "",
         "## Data",
         "",
@@ -168,28 +214,60 @@ def markdown(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str
         "",
         "## Next",
         "",
-        "`next_sweep.yaml` beside this report: blamed values removed, winning ranges kept, parameters "
-        "without effect fixed.",
+        "`next_sweep.yaml` beside this report (run it with `sweep run next_sweep.yaml`):",
+        "",
+        *([f"- {c}" for c in verdict.changes] or ["- no change: the same space again"]),
     ]
     return "\n".join(lines) + "\n"
 
 
+def _outcome(analysis: Any, number: int, evidence: Any) -> str:
+    label = next((lab.outcome for lab in analysis.labels if lab.number == number), "-")
+    trial = next((t for t in evidence.trials if t.number == number), None)
+    if trial is not None and trial.confirmation is not None:
+        label += f" (confirmation: {trial.confirmation.param})"
+    return label
+
+
 def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
-    """One self-contained page: inline SVG plots, no script, no network."""
+    """One self-contained page: inline SVG plots, no script, no network. Its first screen is the
+    verdict, the top culprit with its sentence, and one plot per blamed parameter."""
     from html import escape
 
     from sweep import plots
 
     colour = "#1b7837" if verdict.decision == "accept" else "#b2182b"
-    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in _finding_rows(analysis))
-    trials = "".join(
-        f"<tr><td>{d.number}</td><td>{d.status}</td><td>{d.diagnosis}</td><td>{escape(d.reason)}</td></tr>"
-        for d in analysis.trials
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    from sweep.verdict import finding_line
+
+    blamed = [f for f in analysis.params if f.status == "blamed"]
+    findings_list = "".join(
+        f"<li class='{'bad' if f.status == 'blamed' else ''}'>{escape(finding_line(f))}</li>"
+        for f in analysis.params
+        if f.status != "no_evidence" or f.confirmation is not None
+    )
+    first = "".join(
+        f"<figure><figcaption><b>{escape(f.param)}</b>: {escape(f.sentence)}</figcaption>"
+        f"<div class='fig'>{plots.finding(evidence, analysis, f)}</div></figure>"
+        for f in blamed
+    )
+    trials = table(
+        ["trial", "status", "outcome", "diagnosis", "why"],
+        [
+            [str(d.number), d.status, _outcome(analysis, d.number, evidence), d.diagnosis, d.reason]
+            for d in analysis.trials
+        ],
     )
     checks = "".join(
         f"<li class='{'ok' if c.ok else 'bad'}'>{escape(c.name)}: {escape(c.detail)}</li>" for c in analysis.data
     )
     reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.reasons)
+    changes = "".join(f"<li>{escape(c)}</li>" for c in verdict.changes) or "<li>no change: the same space again</li>"
     registered = (
         f"<p>Registered as model <b>{escape(verdict.registered[0])}</b> version {verdict.registered[1]} "
         "(alias <code>candidate</code>).</p>"
@@ -197,7 +275,7 @@ def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
         else ""
     )
     figures = [
-        ("Importance", plots.importance(analysis)),
+        ("Importance (fANOVA: a ranking, not a test)", plots.importance(analysis)),
         (
             f"{spec.objective.metric} vs each parameter (at step {analysis.common_step})",
             plots.objective_vs_params(evidence, analysis),
@@ -210,18 +288,24 @@ def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Sweep {escape(spec.name)}: {verdict.decision}</title>
 <style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-.verdict{{font-size:2em;color:{colour};font-weight:bold}}
+.verdict{{font-size:2em;color:{colour};font-weight:bold;margin:0.2em 0}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 li.bad{{color:#b2182b}}li.ok{{color:#1b7837}}.fig svg{{max-width:100%;height:auto}}
+figure{{display:inline-block;margin:0.5em;max-width:540px;vertical-align:top}}
 </style></head><body>
 <h1>Sweep '{escape(spec.name)}'</h1>
 <p class="verdict" id="verdict">{verdict.decision.upper()}</p>
 <ul>{reasons}</ul>{registered}
-<p><b>Blame:</b> <span id="blame-top">{escape(analysis.blame_top)}</span> — {escape(analysis.blame_reason)}</p>
-<p>Evidence: {escape(analysis.evidence)}. Importance: {escape(analysis.method)}.</p>
-<table><tr><th>parameter</th><th>component</th><th>importance</th><th>keep</th><th>blame</th><th>effect [interval]</th></tr>{rows}</table>
+<p><b>Top culprit:</b> <span id="blame-top">{escape(analysis.blame_top)}</span> — {escape(analysis.blame_reason)}</p>
+<div id="blamed">{first}</div>
+<ul id="findings">{findings_list}</ul>
+<h2>Next sweep</h2><ul>{changes}</ul>
+<h2>Findings</h2>
+<p>Evidence: {escape(analysis.evidence)}.</p>
+{table(FINDING_HEADER, _finding_rows(analysis))}
+<p><b>Method.</b> {escape(analysis.method)}</p>
 {body}
-<h2>Trials</h2><table><tr><th>trial</th><th>status</th><th>diagnosis</th><th>why</th></tr>{trials}</table>
+<h2>Trials</h2>{trials}
 <h2>Data</h2><ul>{checks}</ul>
 </body></html>
 """

@@ -487,10 +487,19 @@ def _run_sweep(
             )
             recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
         models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
-        num_trials = spec.budget.num_trials - book.num_used()
+        # the budget's last trials are the verdict's confirmations (sweep.confirm_phase), after the search
+        # (on resume: what is left of each; a slot no confirmation needed searched on)
+        num_confirm = spec.verdict.num_confirm(spec.budget.num_trials) if spec.execution.verdict else 0
+        confirmations = {p.ray_id for p in bridge.prior_trials() if p.confirmation}
+        used = [r for r in book.trials.values() if r.status.counts_against_budget]
+        used_search = sum(1 for r in used if r.ray_id not in confirmations)
+        num_left = spec.budget.num_trials - len(used)
+        num_trials = min(num_left, max(0, spec.budget.num_trials - num_confirm - used_search))
+        num_confirm = num_left - num_trials
         progress = _progress(spec, echo, book)
         observer = SweepObserver(book, bridge, recorder, models, progress)
-        echo(f"sweep '{spec.name}': {num_trials} trials, run dir {run_dir}")
+        then = f" + {num_confirm} for confirmations" if num_confirm else ""
+        echo(f"sweep '{spec.name}': {num_trials} trials{then}, run dir {run_dir}")
         echo(
             f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); "
             f"Optuna: {secrets.mask(opened.stored_storage)}"
@@ -505,19 +514,21 @@ def _run_sweep(
             if session.dashboard:
                 (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": session.dashboard}))
                 echo(f"Ray dashboard: {session.dashboard}  (token auth: `make dashboard` prints the token)")
+            tuner_args: dict[str, Any] = {
+                "max_last_step": plan.max_last_step,
+                "last_step_of": _last_step_in_driver(spec, plan),
+                "run_dir": run_dir,
+                "models_dir": models.models_dir,
+                "split_file": opened.split_file,
+            }
             if num_trials > 0 and not interrupted:  # (Ctrl-C as the sweep started)
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-                    ray_backend.run_tuner(
-                        spec,
-                        bridge,
-                        observer,
-                        num_trials=num_trials,
-                        max_last_step=plan.max_last_step,
-                        last_step_of=_last_step_in_driver(spec, plan),
-                        run_dir=run_dir,
-                        models_dir=models.models_dir,
-                        split_file=opened.split_file,
-                    )
+                    ray_backend.run_tuner(spec, bridge, observer, num_trials=num_trials, **tuner_args)
+            left = None if spec.budget.time_budget_s is None else spec.budget.time_budget_s - (time.time() - started)
+            if not interrupted:  # out of time: ended before the confirmations read the record
+                observer.end_running(TrialStatus.STOPPED)
+            if num_confirm > 0 and not interrupted and (left is None or left > 0):
+                _confirm(spec, opened, recorder, book, observer, progress, num_confirm, left, tuner_args, echo)
         finally:
             session.close()  # before the record closes: the held-out test runs in this process
         # Ray ended them without a result: the time budget ran out
@@ -565,6 +576,43 @@ def _run_sweep(
         getattr(recorder, "compare_path", ""),
         searched,
     )
+
+
+def _confirm(
+    spec: SweepSpec,
+    opened: _Opened,
+    recorder: Recorder,
+    book: TrialBook,
+    observer: SweepObserver,
+    progress: Progress,
+    num_left: int,
+    time_left_s: float | None,
+    tuner_args: dict[str, Any],
+    echo: Echo,
+) -> None:
+    """The confirmation phase: plan and queue (``sweep.confirm_phase``), then run them on Ray; slots
+    the findings leave unused search on (the budget is the number of trials, whatever they do)."""
+    from sweep import ray_backend
+    from sweep.confirm_phase import queue_confirmations
+
+    assert recorder.parent_id is not None
+    num = queue_confirmations(
+        spec,
+        opened.bridge,
+        storage=secrets.resolve(opened.stored_storage, "execution.storage"),
+        tracking_uri=recorder.uri,
+        parent_id=recorder.parent_id,
+        split_file=opened.run_dir / SPLIT_FILE if (opened.run_dir / SPLIT_FILE).is_file() else None,
+        best_number=book.best.number if book.best else None,
+        num_left=num_left,
+        echo=echo,
+    )
+    if num < num_left:
+        echo(f"confirmation: {num_left - num} of the {num_left} slots unneeded: they search on")
+    with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
+        ray_backend.run_tuner(
+            spec, opened.bridge, observer, num_trials=num_left, name="confirm", time_budget_s=time_left_s, **tuner_args
+        )
 
 
 def _progress(spec: SweepSpec, echo: Echo, book: TrialBook) -> Progress:

@@ -127,6 +127,20 @@ class Acceptance(Section):
     model_name: str | None = Field(None, description="MLflow registered model name; None = the spec's name.")
 
 
+class Verdict(Section):
+    confirm_trials: NonNegativeInt | None = Field(
+        None,
+        description="Trials of budget.num_trials kept for confirmations: after the search, the best "
+        "configuration runs again with one suspected parameter moved into the region its finding blames "
+        "(same seed), so the verdict can say what that parameter does; slots no finding needs search on. "
+        "None = 2 from 8 trials up, else 0; 0 = none.",
+    )
+
+    def num_confirm(self, num_trials: int) -> int:
+        """How many of ``num_trials`` are kept for confirmations."""
+        return (2 if num_trials >= 8 else 0) if self.confirm_trials is None else self.confirm_trials
+
+
 class SweepSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -140,6 +154,7 @@ class SweepSpec(Section):
     tracking: Tracking = Tracking()
     execution: Execution = Execution()
     acceptance: Acceptance = Acceptance()
+    verdict: Verdict = Verdict()
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +306,12 @@ def _check(spec: SweepSpec) -> list[str]:
         problems.append(
             "acceptance.confirm_on_test: k-fold trials are not scored on the test split; "
             "drop trial.split.num_folds or confirm_on_test"
+        )
+    confirm = spec.verdict.confirm_trials
+    if confirm is not None and confirm >= spec.budget.num_trials:
+        problems.append(
+            f"verdict.confirm_trials: {confirm} leaves no trial to search with budget.num_trials "
+            f"{spec.budget.num_trials}; lower it (e.g. 2) or raise budget.num_trials"
         )
     return problems + spec.pruner.problems(template, None) + spec.sampler.problems(spec.space)
 

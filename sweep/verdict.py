@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.blame import Analysis, Evidence, TrialHistory, analyze
+from sweep.blame import Analysis, analyze
+from sweep.evidence import Evidence, TrialHistory
 from sweep.run_dir import SPEC_FILE, SPLIT_FILE, STATE_FILE
 from sweep.spec import SpecError, SweepSpec, load_spec
 from sweep.status import TrialStatus
@@ -27,6 +28,7 @@ class Verdict:
     best: TrialHistory | None
     registered: tuple[str, str] | None = None  # (model name, version)
     next_sweep: dict[str, Any] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)  # what next_sweep changed, and why
 
 
 def _reaches(value: float | None, threshold: float, direction: str) -> bool:
@@ -65,6 +67,12 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
         test_metric = metric.replace("val_", "test_", 1)
         reasons.append(f"held-out {test_metric} {shown} {'' if reached else 'not '}{relation} {accept.threshold}")
         ok = ok and reached
+    if best.confirmation is not None:
+        c = best.confirmation
+        reasons.append(
+            f"the best is confirmation trial {best.number} (trial {c.of} with {c.param} = {c.value}): "
+            "it beat every trial of the search"
+        )
     leaked = evidence.data.num_val_duplicates
     if leaked:
         reasons.append(f"{leaked} validation rows also are training rows: the validation score is not evidence")
@@ -73,58 +81,83 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
 
 
 def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict) -> dict[str, Any]:
-    """The next spec: blamed values out, winning ranges in, parameters that did not matter fixed at the
-    best trial's value, twice the steps where completed trials were still improving."""
+    """The next spec, acting on the findings: a blamed parameter's numeric range cut to where trials
+    learned, its blamed categorical values removed (the rest kept), parameters that did not matter
+    fixed at the best trial's value, twice the steps where the best trials were still improving, and
+    a longer pruner warm-up where trials were pruned while rising. ``verdict.changes`` says each."""
     out = copy.deepcopy(spec.stored(exclude_none=True))
     out["name"] = f"{spec.name}-next"
     out["description"] = f"Written by the verdict on sweep '{spec.name}' ({verdict.decision})."
     space = out.get("space", {})
     best = verdict.best.params if verdict.best else {}
+    changes = verdict.changes
     for finding in analysis.params:
         entry = space.get(finding.param)
         if entry is None:
             continue
-        if entry["type"] == "categorical":
-            choices = list(entry["choices"])
-            if finding.blame is not None:
-                choices = [c for c in choices if c not in finding.blame.values] or choices
-            if finding.keep is not None and (finding.importance or 0.0) >= 0.3:
-                choices = [c for c in choices if c in finding.keep.values] or choices
-            entry["choices"] = choices
-        elif entry["type"] in ("float", "int"):
-            if finding.keep is not None and finding.keep.numeric:
-                low, high = finding.keep.values
-                entry["low"], entry["high"] = low, high
-            elif finding.blame is not None and finding.blame.numeric:
-                low, high = finding.blame.values
-                if high >= entry["high"] and low > entry["low"]:
-                    entry["high"] = low  # the top of the range loses
-                elif low <= entry["low"] and high < entry["high"]:
-                    entry["low"] = high  # the bottom of the range loses
-            if entry["type"] == "int":
-                entry["low"], entry["high"] = int(entry["low"]), int(entry["high"])
-            if entry["low"] >= entry["high"]:
-                space[finding.param] = {"type": "fixed", "value": entry["low"]}
-                continue
+        if finding.status == "blamed" and finding.blame is not None and finding.keep is not None:
+            if entry["type"] == "categorical":
+                kept = [c for c in entry["choices"] if c not in finding.blame.values]
+                if kept and kept != entry["choices"]:
+                    changes.append(
+                        f"{finding.param}: dropped {finding.blame.label()} (kept {', '.join(map(str, kept))})"
+                    )
+                    entry["choices"] = kept
+            elif entry["type"] in ("float", "int"):
+                _cut_range(finding, entry, changes)
+                if entry["low"] >= entry["high"]:
+                    space[finding.param] = {"type": "fixed", "value": entry["low"]}
+            continue
         unimportant = finding.importance is not None and finding.importance < 0.05
-        no_effect = finding.keep is None and finding.blame is None and unimportant
-        if no_effect and finding.param in best and not entry.get("when"):
+        if finding.status == "no_evidence" and unimportant and finding.param in best and not entry.get("when"):
             space[finding.param] = {"type": "fixed", "value": best[finding.param]}
+            changes.append(f"{finding.param}: fixed at {best[finding.param]} (no effect, importance < 0.05)")
     late = [d.number for d in analysis.trials if d.diagnosis == "late_bloomer"]
     pruner = out.get("pruner", {})
     last = max((max(t.curve) for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.curve), default=0)
-    if len(late) >= 2 and last:  # pruned on noise: wait longer before judging, never past the last report
+    if len(late) >= 2 and last:  # pruned while rising: wait longer before judging, never past the last report
         pruned_at = max(max(t.curve) for t in evidence.trials if t.number in late)
-        if "warmup_steps" in pruner:
-            pruner["warmup_steps"] = min(max(int(pruner["warmup_steps"]), pruned_at) * 2, last - 1)
-        elif "min_resource" in pruner:
-            pruner["min_resource"] = min(max(int(pruner["min_resource"]), pruned_at) * 2, last)
-    improving = sum(1 for d in analysis.trials if d.diagnosis == "still_improving")
-    completed = sum(1 for t in evidence.trials if t.status == TrialStatus.COMPLETED)
+        for key, cap in (("warmup_steps", last - 1), ("min_resource", last)):
+            if key in pruner:
+                pruner[key] = min(max(int(pruner[key]), pruned_at) * 2, cap)
+                changes.append(f"pruner.{key}: {pruner[key]} ({len(late)} trials were pruned while rising)")
+    diagnosis = {d.number: d.diagnosis for d in analysis.trials}
+    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
+    top = sorted(
+        (
+            t
+            for t in evidence.trials
+            if t.status == TrialStatus.COMPLETED and t.value is not None and not t.confirmation
+        ),
+        key=lambda t: -sign * (t.value or 0.0),
+    )[:3]
+    improving = [t.number for t in top if diagnosis.get(t.number) == "still_improving"]
     max_steps = spec.trial_config({}).optim.max_steps
-    if completed and improving * 2 >= completed and max_steps and "optim.max_steps" not in space:
+    if top and len(improving) * 2 >= len(top) and max_steps and "optim.max_steps" not in space:
         out.setdefault("trial", {}).setdefault("optim", {})["max_steps"] = max_steps * 2
+        changes.append(f"trial.optim.max_steps: {max_steps * 2} (the best trials {improving} were still improving)")
     return out
+
+
+def _cut_range(finding: Any, entry: dict[str, Any], changes: list[str]) -> None:
+    """Cut a numeric range's blamed ends off: the new range runs over the values that won."""
+    assert finding.blame is not None and finding.keep is not None
+    tried_low = min(lo for lo, _ in [*finding.blame.intervals, *finding.keep.intervals])
+    tried_high = max(hi for _, hi in [*finding.blame.intervals, *finding.keep.intervals])
+    win_low, win_high = finding.keep.values
+    before = (entry["low"], entry["high"])
+    for lo, hi in finding.blame.intervals:
+        if lo == tried_low and win_low > entry["low"]:
+            entry["low"] = win_low  # the bottom of the range lost
+        if hi == tried_high and win_high < entry["high"]:
+            entry["high"] = win_high  # the top of the range lost
+    if entry["type"] == "int":
+        entry["low"], entry["high"] = int(entry["low"]), int(entry["high"])
+    if (entry["low"], entry["high"]) != before:
+        changes.append(
+            f"{finding.param}: {before[0]:.3g}..{before[1]:.3g} -> {entry['low']:.3g}..{entry['high']:.3g} "
+            f"(blamed {finding.blame.label()})"
+        )
 
 
 @dataclass
@@ -175,10 +208,13 @@ def make_report(
     parent_id = state["parent_run_id"]
     study_storage = resolve(storage or state["storage"], "--storage")
     evidence, run_ids = gather(spec, study_storage, uri, parent_id, run_dir / SPLIT_FILE)
-    analysis = analyze(evidence, lambda points, names: param_importances(spec.space, points, names))
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")
-    verdict = judge(spec, evidence, int(kept) if kept.isdigit() else None)
+    best_number = int(kept) if kept.isdigit() else None
+    analysis = analyze(
+        evidence, lambda points, names: param_importances(spec.space, points, names), best_number=best_number
+    )
+    verdict = judge(spec, evidence, best_number)
     verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
     best = verdict.best
     if verdict.decision == "accept" and best is not None:
@@ -209,6 +245,9 @@ def make_report(
             tags[f"keep.{f.param}"] = f.keep.label()
         if f.blame is not None:
             tags[f"blame.{f.param}"] = f.blame.label()
+            tags[f"blame.{f.param}.evidence"] = f.evidence_kind
+        if f.status == "suspect":
+            tags[f"suspect.{f.param}"] = f.sentence[:5000]
     if verdict.registered:
         tags["verdict.registered_model"] = f"{verdict.registered[0]}/{verdict.registered[1]}"
     metrics = {f"importance.{f.param}": f.importance for f in analysis.params if f.importance is not None}
@@ -219,23 +258,38 @@ def make_report(
     return Report(run_dir, verdict, analysis, files)
 
 
+def finding_line(f: Any) -> str:
+    """One parameter's finding as a line: what it says, its counts, its test and its confirmation."""
+    p = "" if f.p_value is None else f" (p = {f.p_value:.2g}, Holm {f.p_adjusted:.2g})"
+    if f.status == "blamed":
+        how = "confirmed" if f.evidence_kind == "confirmed" else "observed"
+        text = f"BLAME {f.blame.label()}, keep {f.keep.label()} [{how}] — {f.sentence}{p}"
+    elif f.status == "suspect":
+        text = f"suspect, not confirmed — {f.sentence}{p}"
+    else:
+        text = f"no evidence — {f.note}"
+    if f.confirmation is not None:
+        text += f"; confirmation: {f.confirmation.text}"
+    return f"{f.param}: {text}"
+
+
 def short_lines(analysis: Analysis, verdict: Verdict) -> list[str]:
     """The terminal's short version."""
     lines = [f"verdict: {verdict.decision.upper()} — " + "; ".join(verdict.reasons)]
     if verdict.registered:
         lines.append(f"registered: model '{verdict.registered[0]}' version {verdict.registered[1]} (alias candidate)")
-    for f in sorted(analysis.params, key=lambda f: -(f.importance or 0.0)):
-        imp = f"importance {f.importance:.2f}" if f.importance is not None else "importance -"
-        said = []
-        if f.keep is not None:
-            said.append(f"keep {f.keep.label()}")
-        if f.blame is not None:
-            said.append(f"blame {f.blame.label()}")
-        lines.append(f"  {f.param}: {', '.join(said) or 'no evidence (' + f.note + ')'} [{imp}]")
     lines.append(f"blame: {analysis.blame_top} — {analysis.blame_reason}")
+    order = {"blamed": 0, "suspect": 1, "no_evidence": 2}
+    for f in sorted(analysis.params, key=lambda f: (order[f.status], f.p_value or 1.0)):
+        lines.append(f"  {finding_line(f)}")
+    flat = [d.number for d in analysis.trials if d.diagnosis == "flat"]
+    if flat:
+        lines.append(f"  flat (never left chance level {analysis.chance:.3g}): trials {', '.join(map(str, flat))}")
     if analysis.comparison is not None:
         lines.append(f"  {analysis.comparison.text}")
     for check in analysis.data:
         if not check.ok and check.name != "validation_size":  # that one is the comparison line above
             lines.append(f"  data: {check.detail}")
+    for change in verdict.changes:
+        lines.append(f"  next sweep: {change}")
     return lines

@@ -82,6 +82,12 @@ class Task:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def chance_levels(self, rows: Rows, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
+        """The validation metrics of a model that learned nothing: the best constant prediction fitted
+        on the training rows ``train``, scored on the validation rows ``val`` (a trial that never leaves
+        these has not learned). Metrics without such a floor are left out."""
+        return {}
+
 
 class _OneTargetPerRow(Task):
     """Text in, one target per row out (a class id, or a number): the batching they share."""
@@ -118,6 +124,20 @@ class Classification(_OneTargetPerRow):
 
     def model_kwargs(self, num_outputs: int) -> dict[str, Any]:
         return {"num_labels": num_outputs}
+
+    def chance_levels(self, rows: Rows, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
+        """Always the training majority class (accuracy, macro-F1), or its class frequencies (loss)."""
+        k = len(rows.label_names)
+        y_train, y_val = rows.targets[train].astype(int), rows.targets[val].astype(int)
+        if not len(y_train) or not len(y_val) or not k:
+            return {}
+        prior = np.bincount(y_train, minlength=k) / len(y_train)
+        majority = int(np.argmax(prior))
+        share = float(np.mean(y_val == majority))
+        present = len(np.unique(y_val))  # sklearn's macro average runs over the labels present
+        f1_majority = 2 * share / (1 + share) if share else 0.0
+        entropy = -float(np.mean(np.log(np.clip(prior[y_val], 1e-12, None))))
+        return {"val_accuracy": share, "val_f1_macro": f1_majority / max(1, present), "val_loss": entropy}
 
     def loss(self, cfg: LossConfig, rows: Rows, train: np.ndarray) -> LossFn:
         from trainers.losses import classification_loss
@@ -161,6 +181,15 @@ class Regression(_OneTargetPerRow):
     def model_kwargs(self, num_outputs: int) -> dict[str, Any]:
         return {"num_labels": 1, "problem_type": "regression"}
 
+    def chance_levels(self, rows: Rows, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
+        """Always the training mean (squared error) or median (absolute error); no correlation."""
+        y_train, y_val = rows.targets[train].astype(float), rows.targets[val].astype(float)
+        if not len(y_train) or not len(y_val):
+            return {}
+        mse = float(np.mean((y_val - y_train.mean()) ** 2))
+        mae = float(np.mean(np.abs(y_val - np.median(y_train))))
+        return {"val_loss": mse, "val_mse": mse, "val_mae": mae, "val_pearson": 0.0}
+
     def loss(self, cfg: LossConfig, rows: Rows, train: np.ndarray) -> LossFn:
         from trainers.losses import regression_loss
 
@@ -191,6 +220,10 @@ class CausalLM(Task):
     auto_model = "AutoModelForCausalLM"
     peft_task_type = "CAUSAL_LM"
     has_head = False
+
+    def chance_levels(self, rows: Rows, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
+        """No answer is exactly right by chance (the floor of exact match)."""
+        return {"val_exact_match": 0.0}
 
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
         from trainers.data import read_pairs

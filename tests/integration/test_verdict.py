@@ -155,12 +155,34 @@ def test_learning_rate_too_low_underfits_and_is_blamed(tmp_path):
         budget={"num_trials": 20, "max_concurrent_trials": 2},
         acceptance={"threshold": 0.999},
     )
-    report = run_sweep(spec, echo=lambda line: None).report
+    lines = []
+    result = run_sweep(spec, echo=lines.append)
+    report = result.report
     lr = _finding(report, "optim.learning_rate")
     assert lr.blame is not None and lr.blame.values[1] < 3e-4  # the bottom of the range
+    assert lr.sentence.startswith("learning rate <= ") and "trials left chance level" in lr.sentence
     assert report.analysis.blame_top == "learning_rate"
-    assert {d.diagnosis for d in report.analysis.trials} & {"flat", "still_improving"}
+    flat = [d for d in report.analysis.trials if d.diagnosis == "flat"]
+    assert flat and all(d.reason.startswith("never left the chance level") for d in flat)
     assert _finding(report, "eval.batch_size").blame is None
+
+    # 18 searched, then the verdict's confirmations: real trials, in the study, in MLflow, in the report
+    assert len(result.trials) == 20
+    planned = [line for line in lines if line.startswith("confirmation: trial ")]
+    assert planned and any("optim.learning_rate" in line for line in planned)
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' and tags.`sweep.confirmation` = 'true'",
+    )
+    confirmations = {r.data.tags["sweep.confirmation.param"] for r in runs}
+    assert "optim.learning_rate" in confirmations
+    assert lr.confirmation is not None and lr.confirmation.value < 3e-4
+    assert lr.confirmation.confirmed and lr.evidence_kind == "confirmed" and lr.confirmation.outcome == "flat"
+    text = (result.run_dir / "report" / "report.md").read_text()
+    assert "## Confirmed" in text and lr.confirmation.text in text
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["blame.optim.learning_rate.evidence"] == "confirmed"
 
 
 def test_duplicated_rows_leaking_across_the_split_block_acceptance(tmp_path):

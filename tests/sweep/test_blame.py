@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from sweep.blame import DataFacts, Evidence, TrialHistory, analyze, component_of
+from sweep.blame import analyze
+from sweep.evidence import DataFacts, Evidence, TrialHistory
+from sweep.findings import component_of
 from sweep.optuna_study import param_importances
 from sweep.spec import validate_spec
 from sweep.verdict import judge, next_sweep
@@ -44,8 +46,11 @@ def _trial(number, params, final, rng, **kw):
     )
 
 
+CHANCE = {"val_accuracy": 0.5, "val_f1_macro": 0.47}  # the constant guess on the data these trials stand for
+
+
 def _evidence(trials, space, objective="val_accuracy", **data):
-    facts = {"task": "classification", "num_train": 1600, "num_val": 400, **data}
+    facts = {"task": "classification", "num_train": 1600, "num_val": 400, "chance": CHANCE, **data}
     return Evidence(
         sweep="s", objective=objective, direction="maximize", trials=trials, data=DataFacts(**facts), space=space
     )
@@ -78,12 +83,15 @@ def test_learning_rate_too_high_is_blamed_for_divergence():
     analysis = analyze(evidence, _importance(space))
     lr = _finding(analysis, "optim.learning_rate")
     assert lr.blame is not None and lr.blame.numeric and lr.blame.values[0] > 0.01  # the top of the range
-    assert lr.effect < 0 and lr.interval[1] < 0
+    assert lr.blame.intervals[-1][1] == max(t.params["optim.learning_rate"] for t in evidence.trials)
+    assert lr.effect < 0 and lr.evidence_kind == "observed" and lr.p_adjusted < 0.05
+    assert "diverged" in lr.sentence and lr.sentence.startswith("learning rate <= ")
     diverged = [d for d in analysis.trials if d.status == "diverged"]
     assert diverged and all(d.diagnosis == "diverged" and "learning rate too high" in d.reason for d in diverged)
     assert analysis.blame_top == "learning_rate"
     assert _finding(analysis, "optim.weight_decay").blame is None
-    assert analysis.method.startswith("fANOVA (Optuna) on the objective at step 60 (a pruned trial at the last step")
+    assert analysis.method.startswith("Each trial is labelled by whether it left the chance level")
+    assert "Holm" in analysis.method and "Importance (a ranking, no test): Optuna's fANOVA" in analysis.method
     nxt = next_sweep(
         validate_spec({"name": "s", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space}),
         evidence,
@@ -129,7 +137,7 @@ def test_too_few_kept_layers_are_blamed_on_the_structure():
         trials.append(_trial(n, params, 0.6 if layers <= 1 else 0.86, rng))
     analysis = analyze(_evidence(trials, space), _importance(space))
     layers = _finding(analysis, "model.num_layers")
-    assert layers.blame is not None and layers.blame.values == [1]
+    assert layers.blame is not None and layers.blame.intervals == [(1.0, 1.0)]
     assert layers.component == "structure" and analysis.blame_top == "structure"
     assert _finding(analysis, "optim.weight_decay").blame is None
 

@@ -40,3 +40,59 @@ def test_summary_rows_put_completed_best_first():
     rows = summary_rows(_spec("maximize", 0.8), result)
     assert [r[0] for r in rows] == ["2", "0", "1"]
     assert rows[0] == ["2", "completed", "10", "0.8", "learning_rate=0.001"]
+
+
+def test_the_reports_first_screen_is_the_verdict_the_culprit_and_a_plot_per_blamed_parameter(tmp_path):
+    from html import escape
+
+    from sweep.report import render
+    from sweep.spec import validate_spec
+    from sweep.verdict import judge, next_sweep
+    from tests.sweep.planted import SCENARIOS, _evidence, run
+
+    scenario = SCENARIOS["lr_too_low"]
+    analysis = run(scenario, 12, 0)
+    # the evidence the analysis saw, confirmation included, rebuilt from the same seeded run
+    evidence = _evidence(scenario, _trials_of(analysis, scenario))
+    spec = validate_spec(
+        {
+            "name": "planted",
+            "trial": {"model": {"name_or_path": "tiny-bert"}},
+            "space": scenario.space,
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "acceptance": {"threshold": 0.8},
+        }
+    )
+    verdict = judge(spec, evidence)
+    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
+    render(tmp_path, spec, evidence, analysis, verdict)
+    html = (tmp_path / "report.html").read_text()
+    first = html[: html.index("<h2>Next sweep</h2>")]
+    lr = next(f for f in analysis.params if f.param == "optim.learning_rate")
+    assert '<p class="verdict" id="verdict">ACCEPT</p>' in first
+    assert '<span id="blame-top">learning_rate</span>' in first
+    assert first.count("<svg") == 1 and "chance level" in first and escape(lr.sentence) in first
+    md = (tmp_path / "report.md").read_text()
+    assert "## Confirmed" in md and f"- **optim.learning_rate**: {lr.sentence} — {lr.confirmation.text}" in md
+    assert "**Method.** Each trial is labelled" in md
+    assert "optim.learning_rate: 1e-06..0.01 -> " not in md  # (the planted space starts at 1e-5)
+    assert any(line.startswith("- optim.learning_rate: 1e-05..0.01 -> ") for line in md.splitlines())
+
+
+def _trials_of(analysis, scenario):
+    """The planted sweep's trials again (``run`` is seeded: the same sampler draws, the same curves)."""
+    from tests.sweep import planted
+
+    captured = {}
+    original = planted.analyze
+
+    def keep(evidence, **kw):
+        captured["evidence"] = evidence
+        return original(evidence, **kw)
+
+    planted.analyze = keep
+    try:
+        planted.run(scenario, 12, 0)
+    finally:
+        planted.analyze = original
+    return captured["evidence"].trials

@@ -23,6 +23,9 @@ class FakeBridge:
     def was_pruned(self, ray_id):
         return ray_id in self.pruned
 
+    def confirmation_of(self, ray_id):
+        return None
+
     def tell(self, ray_id, status, value, attrs=None):
         self.told[ray_id] = (status, value, dict(attrs or {}))
 
