@@ -23,6 +23,9 @@ from sweep.status import TrialStatus
 
 ROLE_TAG = "sweep.role"
 STATUS_TAG = "trial.status"
+PREVIOUS_TAG = "sweep.previous_run_id"  # a warm-started sweep's parent run: the sweep it started from
+PREVIOUS_DIR_TAG = "sweep.previous_run_dir"
+NEXT_TAG = "sweep.next_run_id"  # and that sweep's: the one started from it (in the same store)
 _MAX_PARAM_CHARS = 6000
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,16 @@ class MlflowRecorder:
         self._log_params(self.parent_id, flatten(params))
         self.client.log_dict(self.parent_id, spec, "spec.yaml")
         return self.parent_id
+
+    def link_next(self, previous_id: str) -> None:
+        """Tag the sweep this one warm-starts from with ``sweep.next_run_id``, where it is in this store (a
+        sweep recorded elsewhere keeps no link; best effort: the sweep goes on either way)."""
+        assert self.parent_id is not None
+        try:
+            self.client.get_run(previous_id)
+            self.client.set_tag(previous_id, NEXT_TAG, self.parent_id)
+        except MlflowException:
+            log.debug("previous sweep %s not linked: not in %s", previous_id, self.uri, exc_info=True)
 
     def resume_sweep(self, parent_id: str) -> None:
         """Re-open the parent run of an interrupted sweep."""
