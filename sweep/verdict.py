@@ -72,11 +72,14 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
     return Verdict("accept" if ok else "redesign", reasons, best)
 
 
-def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict) -> dict[str, Any]:
+def next_sweep(
+    spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict, run_dir: Path | None = None
+) -> dict[str, Any]:
     """The next spec: blamed values out, winning ranges in, parameters that did not matter fixed at the
     best trial's value, twice the steps where completed trials were still improving."""
-    out = copy.deepcopy(spec.stored(exclude_none=True))
-    out["name"] = f"{spec.name}-next"
+    out = copy.deepcopy(spec.stored(exclude_none=True))  # the same name: one experiment, `sweep history NAME`
+    if run_dir is not None:  # it starts knowing this sweep's trials inside its space
+        out["warm_start"] = {"from_run": str(run_dir.resolve())}
     out["description"] = f"Written by the verdict on sweep '{spec.name}' ({verdict.decision})."
     space = out.get("space", {})
     best = verdict.best.params if verdict.best else {}
@@ -179,7 +182,7 @@ def make_report(
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")
     verdict = judge(spec, evidence, int(kept) if kept.isdigit() else None)
-    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
+    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict, run_dir)
     best = verdict.best
     if verdict.decision == "accept" and best is not None:
         run_id = run_ids.get(best.number)
