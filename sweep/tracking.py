@@ -312,6 +312,33 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
     return list(client.search_runs([exp.experiment_id], max_results=10000))
 
 
+def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
+    """The parent runs of an experiment's sweeps, oldest first, as plain data (run id, start time in ms,
+    tags, metrics); None when the store has no such experiment."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=10000, order_by=["attributes.start_time ASC"]
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "status": r.info.status,
+            "tags": dict(r.data.tags),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Every experiment of a store, by name (for a message about one that is not there)."""
+    return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)]
+
+
 # --- the verdict: reading a sweep back, recording its report, registering its model ---------------
 
 

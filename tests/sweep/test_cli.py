@@ -67,6 +67,16 @@ def test_data_error_exits_2_and_records_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_warm_start_from_no_sweep_exits_2_before_anything_starts(tmp_path):
+    proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "warm_start.from_run=runs/old", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: warm_start.from_run: 'runs/old' is not a directory; pass the run dir of an earlier sweep "
+        "(runs/NAME/TIME), or warm_start.from_run=null to start cold"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_needs_a_run_dir(tmp_path):
     proc = _sweep("resume", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
