@@ -342,8 +342,9 @@ def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: b
     plan = planned.result()
     previous = None if resume else warm_start.previous_sweep(spec)  # (a resumed study has its copies)
     run_dir = run_dir or new_run_dir(spec.execution.runs_dir, spec.name)
-    split_file = planned.keep_split(run_dir)
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
+    earlier = warm_start.read(previous, spec, stored_storage) if previous is not None else []
+    split_file = planned.keep_split(run_dir)
     storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
@@ -355,7 +356,7 @@ def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: b
         owner = recorder.parent_id
         study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
         if previous is not None:  # before the judge and the bridge: both read the study's ended trials
-            warmed = warm_start.warm(study, previous, spec, stored_storage)
+            warmed = warm_start.warm(study, previous, spec, stored_storage, earlier)
         judge = optuna_study.pruning_judge(spec, plan.max_last_step)
         bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
     except BaseException as exc:  # the study cannot open: the record that did ends (KILLED on Ctrl-C)

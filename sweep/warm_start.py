@@ -158,17 +158,18 @@ class _Replay:
         return self._give(name)
 
 
-def warm(study: Any, previous: Previous, spec: SweepSpec, storage: str) -> str:
-    """Copy the earlier sweep's trials inside ``spec``'s space into the new sweep's ``study`` (``storage``:
-    the new study's URL as stored); the line the sweep prints about it."""
+def read(previous: Previous, spec: SweepSpec, storage: str) -> list[dict[str, Any]]:
+    """The earlier sweep's ended trials (``optuna_study.ended_trials``), read before the new sweep writes
+    anything: an unreadable study is one SpecError line. None to read when the new sweep opens the earlier
+    one's own study (``storage``: the new study's URL as stored)."""
     from sweep import optuna_study, secrets
 
     if same_study(previous, spec, storage):
-        return f"warm start: {previous.run_dir} shares this sweep's study ({storage}): its trials are there already"
+        return []
     url = secrets.resolve(previous.storage, "warm_start.from_run")  # a masked password: SecretError, one line
     shared = optuna_study.is_shared(previous.storage)
     try:
-        trials = optuna_study.ended_trials(url, previous.spec.name, owner=previous.parent_run_id if shared else None)
+        return optuna_study.ended_trials(url, previous.spec.name, owner=previous.parent_run_id if shared else None)
     except Exception as exc:  # the earlier study is gone or unreadable: the user's to fix, in one line
         raise SpecError(
             [
@@ -176,6 +177,17 @@ def warm(study: Any, previous: Previous, spec: SweepSpec, storage: str) -> str:
                 f"read ({type(exc).__name__}); {_FIX}"
             ]
         ) from None
-    carried, outside = carry(previous, trials, spec)
+
+
+def warm(
+    study: Any, previous: Previous, spec: SweepSpec, storage: str, trials: list[dict[str, Any]] | None = None
+) -> str:
+    """Copy the earlier sweep's trials (``trials``: ``read``'s, read now if not given) inside ``spec``'s
+    space into the new sweep's ``study`` (``storage``: its URL as stored); the line the sweep prints."""
+    from sweep import optuna_study
+
+    if same_study(previous, spec, storage):
+        return f"warm start: {previous.run_dir} shares this sweep's study ({storage}): its trials are there already"
+    carried, outside = carry(previous, read(previous, spec, storage) if trials is None else trials, spec)
     optuna_study.add_ended(study, spec.space, carried)
     return f"warm start: {len(carried)} trials of {previous.run_dir} inside the new space ({outside} outside)"

@@ -15,7 +15,7 @@ from sweep.run_dir import SPEC_FILE, STATE_FILE
 from sweep.spec import SpecError, validate_spec
 from sweep.status import TrialStatus
 from sweep.tracking import MlflowRecorder
-from sweep.warm_start import FROM_ATTR, NUMBER_ATTR, inside, previous_sweep, warm
+from sweep.warm_start import FROM_ATTR, NUMBER_ATTR, inside, previous_sweep, read, warm
 
 OLD_SPACE = {
     "optim.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
@@ -200,3 +200,16 @@ def test_the_new_parent_run_links_the_previous_one_both_ways(tmp_path):
     assert tags["sweep.previous_run_dir"] == str(prev_dir.resolve())
     assert client.get_run(first.parent_id).data.tags["sweep.next_run_id"] == recorder.parent_id
     recorder.close(interrupted=False)
+
+
+def test_a_previous_study_that_cannot_be_read_is_one_line(tmp_path):
+    prev_dir = _previous_sweep(tmp_path)
+    gone = f"sqlite:///{tmp_path}/gone.db"
+    state = json.loads((prev_dir / STATE_FILE).read_text())
+    (prev_dir / STATE_FILE).write_text(json.dumps({**state, "storage": gone}))
+    spec = _spec(NEW_SPACE, warm_start={"from_run": str(prev_dir)})
+    with pytest.raises(SpecError) as caught:
+        read(previous_sweep(spec), spec, f"sqlite:///{tmp_path}/new.db")
+    assert caught.value.problems[0].startswith(
+        f"warm_start.from_run: the study of '{prev_dir}' ({gone}) cannot be read ("
+    )
