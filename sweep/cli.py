@@ -1,4 +1,4 @@
-"""`sweep validate|run|resume|report|evaluate|predict|dashboard|submit|status|logs|stop|cluster`. Heavy imports
+"""`sweep validate|run|next|resume|report|history|evaluate|predict|dashboard|submit|status|logs|stop|cluster`. Heavy imports
 happen inside commands."""
 
 from __future__ import annotations
@@ -31,17 +31,24 @@ def _env_defaults() -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from sweep.runner import preflight
+    from sweep.warm_start import previous_sweep
 
     spec = load_spec(args.spec, args.overrides)
+    previous = previous_sweep(spec)  # its run dir readable, its objective this one's
     plan = preflight(spec)
     fingerprints = plan.fingerprints
+    num_confirm = spec.verdict.num_confirm(spec.budget.num_trials) if spec.execution.verdict else 0
+    confirm = f" ({num_confirm} of them confirmations)" if num_confirm else ""
     print(
-        f"{args.spec}: OK — sweep '{spec.name}', {len(spec.space)} parameters, {spec.budget.num_trials} trials, "
+        f"{args.spec}: OK — sweep '{spec.name}', {len(spec.space)} parameters, {spec.budget.num_trials} trials"
+        f"{confirm}, "
         f"sampler {spec.sampler.kind}, pruner {spec.pruner.kind}; data {fingerprints['data']}, "
         f"split {fingerprints['split']}"
     )
     for line in plan.data_lines:
         print(line)
+    if previous is not None:
+        print(f"warm start: from {previous.run_dir} (its trials inside this space start the study)")
     return 0
 
 
@@ -56,6 +63,13 @@ def _run(args: argparse.Namespace) -> int:
     result = run_sweep(spec)
     print_summary(spec, result)
     return 130 if result.interrupted else 0
+
+
+def _next(args: argparse.Namespace) -> int:
+    from sweep.history import next_spec
+
+    args.spec = next_spec(args.run_dir)
+    return _run(args)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -169,6 +183,17 @@ def _report(args: argparse.Namespace) -> int:
     from sweep.verdict import make_report
 
     make_report(args.target, tracking_uri=args.tracking_uri, storage=args.storage)
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from sweep.history import HEADER, format_table, history_rows
+    from sweep.secrets import resolve
+    from sweep.tracking import default_tracking_uri
+
+    uri = resolve(args.tracking_uri or default_tracking_uri(args.runs_dir), "--tracking-uri")
+    for line in format_table(HEADER, history_rows(uri, args.name)):
+        print(line)
     return 0
 
 
@@ -287,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="key=value, e.g. budget.num_trials=4")
         if name == "run":
             p.add_argument("--address", help="Ray cluster address (default: a local Ray in the run dir)")
+    p = sub.add_parser("next", help="run the next sweep a finished sweep's verdict wrote, starting from its trials")
+    p.add_argument("run_dir", help="the finished sweep's run dir (runs/NAME/TIME)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. budget.num_trials=4")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray in the run dir)")
     p = sub.add_parser("resume", help="continue an interrupted sweep")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*")
@@ -294,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", help="a run dir (runs/NAME/TIME) or the sweep's MLflow parent run id")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI or runs/)")
     p.add_argument("--storage", help="the Optuna storage URL, when the run dir has it masked (a literal password)")
+    p = sub.add_parser("history", help="the sweeps of one name, oldest first, each with the one it started from")
+    p.add_argument("name", help="the spec's name (its MLflow experiment)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or RUNS_DIR/mlflow.db)")
+    p.add_argument("--runs-dir", default="runs", help="where the default record is (default: runs)")
     p = sub.add_parser("evaluate", help="the chosen model's metrics on a labelled file (e.g. a held-out test set)")
     p.add_argument("run_dir", help="a finished sweep's run dir (runs/NAME/TIME), or models:/NAME@ALIAS")
     p.add_argument("file", help="csv / tsv / jsonl / parquet with the spec's columns")
@@ -345,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     command = {
         "validate": _validate,
         "run": _run,
+        "next": _next,
+        "history": _history,
         "resume": _resume,
         "report": _report,
         "evaluate": _evaluate,

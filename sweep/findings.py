@@ -41,7 +41,7 @@ ALPHA = 0.05
 SUSPECT_P = 0.3
 """Unadjusted p below which a parameter not yet blamed is worth a confirmation trial."""
 
-NUM_PERMUTATIONS = 4000
+NUM_PERMUTATIONS = 2000
 
 COMPONENTS = {
     "optim.learning_rate": "learning_rate",

@@ -342,6 +342,50 @@ class StudyBridge:
         return {s: states.count(s) for s in sorted(set(states))}
 
 
+_LEARNED_FROM = (TrialState.COMPLETE, TrialState.PRUNED)  # what TPE and the pruners read
+
+
+def ended_trials(storage: str, study_name: str, owner: str | None = None) -> list[dict[str, Any]]:
+    """A stored study's trials a sampler or pruner learns from, as plain data (for a warm start): completed,
+    pruned, and diverged ones (a FAIL whose status says so: a configuration not worth asking again). With
+    ``owner`` (a shared study), only that sweep's."""
+    study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        diverged = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.DIVERGED.value
+        if not (t.state in _LEARNED_FROM or diverged) or (owner is not None and t.user_attrs.get(OWNER_ATTR) != owner):
+            continue
+        out.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": dict(t.params),
+                "value": t.value if t.state in _LEARNED_FROM else None,
+                "curve": {int(s): float(v) for s, v in t.intermediate_values.items()},
+                "user_attrs": dict(t.user_attrs),
+            }
+        )
+    return out
+
+
+def add_ended(study: optuna.Study, space: Mapping[str, Param], trials: Sequence[Any]) -> None:
+    """Add ended trials (``warm_start.Carried``: params of ``space``, state, value, curve, attrs) to
+    ``study`` as they ended, for its sampler and pruner to know."""
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params=t.params,
+                distributions={name: distribution(space[name]) for name in t.params},
+                value=t.value,
+                intermediate_values=t.curve,
+                state=TrialState[t.state],
+                user_attrs=t.attrs,
+            )
+            for t in trials
+        ]
+    )
+
+
 def param_importances(
     space: Mapping[str, Param], points: Sequence[tuple[dict[str, Any], float]], names: Sequence[str]
 ) -> dict[str, float]:

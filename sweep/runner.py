@@ -330,33 +330,39 @@ class _Opened:
     recorder: Recorder
     bridge: Any  # optuna_study.StudyBridge
     split_file: Path | None = None  # the data's split in the run dir, for the trials (``SPLIT_FILE``)
+    warm_start: str = ""  # what a warm start copied into the study (a line to print), "" without one
 
 
 def _open(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: bool) -> _Opened:
     """Wait for the plan, then make the run dir (unless given) and open the record and the study. Runs
     beside Ray's start (a helper thread): a SpecError here means nothing was written."""
-    from sweep import optuna_study, tracking
+    from sweep import optuna_study, tracking, warm_start
 
     tracking.load_store(secrets.resolve(_tracking_uri(spec), "tracking.uri"))  # while the child checks
     plan = planned.result()
+    previous = None if resume else warm_start.previous_sweep(spec)  # (a resumed study has its copies)
     run_dir = run_dir or new_run_dir(spec.execution.runs_dir, spec.name)
-    split_file = planned.keep_split(run_dir)
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
+    earlier = warm_start.read(previous, spec, stored_storage) if previous is not None else []
+    split_file = planned.keep_split(run_dir)
     storage = secrets.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
-    recorder = _open_record(spec, run_dir, resume, stored_storage, plan.fingerprints)
+    recorder = _open_record(spec, run_dir, resume, stored_storage, plan.fingerprints, previous)
+    warmed = ""
     try:
         # the study may be shared with other sweeps (team mode): this sweep's trials are those it asked
         shared = optuna_study.is_shared(spec.execution.storage)
         owner = recorder.parent_id
         study = optuna_study.open_study(spec, storage, spec.name, plan.max_last_step, owner=owner if shared else None)
+        if previous is not None:  # before the judge and the bridge: both read the study's ended trials
+            warmed = warm_start.warm(study, previous, spec, stored_storage, earlier)
         judge = optuna_study.pruning_judge(spec, plan.max_last_step)
         bridge = optuna_study.StudyBridge(study, spec.space, owner=owner, shared=shared, judge=judge)
     except BaseException as exc:  # the study cannot open: the record that did ends (KILLED on Ctrl-C)
         recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
         raise
-    return _Opened(plan, run_dir, stored_storage, recorder, bridge, split_file)
+    return _Opened(plan, run_dir, stored_storage, recorder, bridge, split_file, warmed)
 
 
 def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, _Opened, bool]:
@@ -467,6 +473,10 @@ def _run_sweep(
     secrets.resolve(_tracking_uri(spec), "tracking.uri")
     if spec.execution.storage:
         secrets.resolve(spec.execution.storage, "execution.storage")
+    if resume_dir is None:  # an unreadable earlier sweep to start from: one line now, before Ray starts
+        from sweep.warm_start import previous_sweep
+
+        previous_sweep(spec)
     session, opened, interrupted = _start(spec, planned, resume_dir)
     start_over()
     plan, run_dir, recorder, bridge = opened.plan, opened.run_dir, opened.recorder, opened.bridge
@@ -504,6 +514,8 @@ def _run_sweep(
             f"MLflow: {secrets.mask(recorder.uri)} (experiment '{recorder.experiment}'); "
             f"Optuna: {secrets.mask(opened.stored_storage)}"
         )
+        if opened.warm_start:
+            echo(opened.warm_start)
     except BaseException as exc:  # (a resume's record, a closed stdout): Ray ends, the record too
         session.close()
         recorder.close(isinstance(exc, KeyboardInterrupt), not isinstance(exc, KeyboardInterrupt))
@@ -644,9 +656,17 @@ def _tracking_uri(spec: SweepSpec) -> str:
     return spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
 
 
-def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fingerprints: dict[str, str]) -> Recorder:
-    """The sweep's parent run: new, or re-opened from the run dir's state file on resume."""
-    from sweep.tracking import MlflowRecorder
+def _open_record(
+    spec: SweepSpec,
+    run_dir: Path,
+    resume: bool,
+    storage: str,
+    fingerprints: dict[str, str],
+    previous: Any = None,
+) -> Recorder:
+    """The sweep's parent run: new, or re-opened from the run dir's state file on resume. ``previous``
+    (``warm_start.Previous``): the sweep this one starts from, linked both ways where the store has both."""
+    from sweep.tracking import PREVIOUS_DIR_TAG, PREVIOUS_TAG, MlflowRecorder
 
     state_file = run_dir / STATE_FILE
     uri = _tracking_uri(spec)
@@ -669,7 +689,12 @@ def _open_record(spec: SweepSpec, run_dir: Path, resume: bool, storage: str, fin
             "sweep.storage": secrets.mask(storage),
             **{f"{k}.fingerprint": v for k, v in fingerprints.items()},
         }
+        if previous is not None:
+            tags[PREVIOUS_TAG] = previous.parent_run_id
+            tags[PREVIOUS_DIR_TAG] = str(previous.run_dir.resolve())
         recorder.start_sweep(spec.name, params, tags, spec.stored())
+        if previous is not None:
+            recorder.link_next(previous.parent_run_id)
     state = {
         "parent_run_id": recorder.parent_id,
         "tracking_uri": secrets.mask(uri),

@@ -112,6 +112,15 @@ class Execution(Section):
         return value
 
 
+class WarmStart(Section):
+    from_run: str | None = Field(
+        None,
+        description="Run dir of an earlier sweep (runs/NAME/TIME): its finished trials whose parameters lie inside "
+        "this space start this sweep's study, so the sampler and the pruner know them; they use none of the budget "
+        "and are not this sweep's evidence. None = a cold start.",
+    )
+
+
 class SecondaryMetric(Section):
     metric: str = Field(description="Another metric the trial reports, e.g. val_f1_macro.")
     threshold: float
@@ -155,6 +164,7 @@ class SweepSpec(Section):
     execution: Execution = Execution()
     acceptance: Acceptance = Acceptance()
     verdict: Verdict = Verdict()
+    warm_start: WarmStart = WarmStart()
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,9 @@ from sweep.status import TrialStatus
 
 ROLE_TAG = "sweep.role"
 STATUS_TAG = "trial.status"
+PREVIOUS_TAG = "sweep.previous_run_id"  # a warm-started sweep's parent run: the sweep it started from
+PREVIOUS_DIR_TAG = "sweep.previous_run_dir"
+NEXT_TAG = "sweep.next_run_id"  # and that sweep's: the one started from it (in the same store)
 _MAX_PARAM_CHARS = 6000
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,16 @@ class MlflowRecorder:
         self._log_params(self.parent_id, flatten(params))
         self.client.log_dict(self.parent_id, spec, "spec.yaml")
         return self.parent_id
+
+    def link_next(self, previous_id: str) -> None:
+        """Tag the sweep this one warm-starts from with ``sweep.next_run_id``, where it is in this store (a
+        sweep recorded elsewhere keeps no link; best effort: the sweep goes on either way)."""
+        assert self.parent_id is not None
+        try:
+            self.client.get_run(previous_id)
+            self.client.set_tag(previous_id, NEXT_TAG, self.parent_id)
+        except MlflowException:
+            log.debug("previous sweep %s not linked: not in %s", previous_id, self.uri, exc_info=True)
 
     def resume_sweep(self, parent_id: str) -> None:
         """Re-open the parent run of an interrupted sweep."""
@@ -297,6 +310,33 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
     if exp is None:
         return []
     return list(client.search_runs([exp.experiment_id], max_results=10000))
+
+
+def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
+    """The parent runs of an experiment's sweeps, oldest first, as plain data (run id, start time in ms,
+    tags, metrics); None when the store has no such experiment."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=10000, order_by=["attributes.start_time ASC"]
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "status": r.info.status,
+            "tags": dict(r.data.tags),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Every experiment of a store, by name (for a message about one that is not there)."""
+    return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)]
 
 
 # --- the verdict: reading a sweep back, recording its report, registering its model ---------------

@@ -80,13 +80,17 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
     return Verdict("accept" if ok else "redesign", reasons, best)
 
 
-def next_sweep(spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict) -> dict[str, Any]:
+def next_sweep(
+    spec: SweepSpec, evidence: Evidence, analysis: Analysis, verdict: Verdict, run_dir: Path | None = None
+) -> dict[str, Any]:
     """The next spec, acting on the findings: a blamed parameter's numeric range cut to where trials
     learned, its blamed categorical values removed (the rest kept), parameters that did not matter
     fixed at the best trial's value, twice the steps where the best trials were still improving, and
-    a longer pruner warm-up where trials were pruned while rising. ``verdict.changes`` says each."""
-    out = copy.deepcopy(spec.stored(exclude_none=True))
-    out["name"] = f"{spec.name}-next"
+    a longer pruner warm-up where trials were pruned while rising. ``verdict.changes`` says each. With
+    ``run_dir`` it warm-starts from this sweep's trials inside its space."""
+    out = copy.deepcopy(spec.stored(exclude_none=True))  # the same name: one experiment, `sweep history NAME`
+    if run_dir is not None:
+        out["warm_start"] = {"from_run": str(run_dir.resolve())}
     out["description"] = f"Written by the verdict on sweep '{spec.name}' ({verdict.decision})."
     space = out.get("space", {})
     best = verdict.best.params if verdict.best else {}
@@ -215,7 +219,7 @@ def make_report(
         evidence, lambda points, names: param_importances(spec.space, points, names), best_number=best_number
     )
     verdict = judge(spec, evidence, best_number)
-    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict)
+    verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict, run_dir)
     best = verdict.best
     if verdict.decision == "accept" and best is not None:
         run_id = run_ids.get(best.number)

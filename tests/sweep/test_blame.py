@@ -78,7 +78,7 @@ def _lr_too_high(seed):
     return _evidence(trials, space), space
 
 
-def test_learning_rate_too_high_is_blamed_for_divergence():
+def test_learning_rate_too_high_is_blamed_for_divergence(tmp_path):
     evidence, space = _lr_too_high(0)
     analysis = analyze(evidence, _importance(space))
     lr = _finding(analysis, "optim.learning_rate")
@@ -99,9 +99,11 @@ def test_learning_rate_too_high_is_blamed_for_divergence():
         judge(
             validate_spec({"name": "s", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space}), evidence
         ),
+        tmp_path,
     )
     assert nxt["space"]["optim.learning_rate"]["high"] <= 0.1  # the losing top is cut off
-    assert nxt["name"] == "s-next"
+    assert nxt["name"] == "s"  # the chain stays in one experiment
+    assert nxt["warm_start"] == {"from_run": str(tmp_path.resolve())}
 
 
 def _lr_too_low(seed):

@@ -16,7 +16,10 @@ def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_validate_ok_starts_nothing(tmp_path):
     proc = _sweep("validate", str(REPO / "search_spaces" / "demo.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "OK — sweep 'demo', 6 parameters, 12 trials, sampler tpe, pruner median" in proc.stdout
+    assert (
+        "OK — sweep 'demo', 6 parameters, 14 trials (2 of them confirmations), sampler tpe, pruner median"
+        in proc.stdout
+    )
     lines = proc.stdout.splitlines()[1:]
     assert lines == [
         "rows: train 640, validation 160, test 0",
@@ -64,6 +67,16 @@ def test_data_error_exits_2_and_records_nothing(tmp_path):
     proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "trial.data.label_column=sentiment", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: trial.data.label_column: column 'sentiment' is not in")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_warm_start_from_no_sweep_exits_2_before_anything_starts(tmp_path):
+    proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "warm_start.from_run=runs/old", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: warm_start.from_run: 'runs/old' is not a directory; pass the run dir of an earlier sweep "
+        "(runs/NAME/TIME), or warm_start.from_run=null to start cold"
+    ]
     assert not (tmp_path / "runs").exists()
 
 

@@ -69,8 +69,11 @@ def test_nothing_is_planned_without_budget_when_done_or_when_the_best_sits_in_th
     assert plan(evidence, [lr], labels, best, budget=0) == []
     assert plan(evidence, [lr], labels, best, budget=2, done=[Confirmation(param=lr.param, value=3e-5, of=4)]) == []
     assert plan(evidence, [lr], labels, evidence.trials[1], budget=2) == []  # the "best" did not learn
+    # a spare slot goes to a parameter without evidence only where its losing side failed somewhere
     no_evidence = lr.model_copy(update={"status": "no_evidence"})
-    assert plan(evidence, [no_evidence], labels, best, budget=2) == []
+    assert [p.confirmation.param for p in plan(evidence, [no_evidence], labels, best, budget=2)] == [lr.param]
+    never_failed = no_evidence.model_copy(update={"blame": no_evidence.blame.model_copy(update={"num_learned": 3})})
+    assert plan(evidence, [never_failed], labels, best, budget=2) == []
 
 
 def _confirmation(evidence, labels, lr, outcome, score):

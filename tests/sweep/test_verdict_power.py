@@ -39,7 +39,9 @@ def test_parameters_without_effect_beside_a_cause_are_blamed_in_at_most_5_percen
 
 @pytest.mark.parametrize("size", (12, 16))
 def test_a_sweep_where_nothing_matters_blames_nothing_in_at_least_95_percent_of_seeds(size):
-    blamed = sum(any(f.status == "blamed" for f in run(SCENARIOS["no_effect"], size, seed).params) for seed in range(25))
+    blamed = sum(
+        any(f.status == "blamed" for f in run(SCENARIOS["no_effect"], size, seed).params) for seed in range(25)
+    )
     assert blamed <= 1, f"{blamed} of 25 sweeps of {size} trials blamed a parameter without effect"
 
 
