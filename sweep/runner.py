@@ -498,14 +498,14 @@ def _run_sweep(
             recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
         models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
         # the budget's last trials are the verdict's confirmations (sweep.confirm_phase), after the search
-        # (on resume: what is left of each; a slot no confirmation needed searched on)
-        num_confirm = spec.verdict.num_confirm(spec.budget.num_trials) if spec.execution.verdict else 0
         confirmations = {p.ray_id for p in bridge.prior_trials() if p.confirmation}
         used = [r for r in book.trials.values() if r.status.counts_against_budget]
-        used_search = sum(1 for r in used if r.ray_id not in confirmations)
-        num_left = spec.budget.num_trials - len(used)
-        num_trials = min(num_left, max(0, spec.budget.num_trials - num_confirm - used_search))
-        num_confirm = num_left - num_trials
+        num_trials, num_confirm = split_budget(
+            spec.budget.num_trials,
+            spec.verdict.num_confirm(spec.budget.num_trials) if spec.execution.verdict else 0,
+            sum(1 for r in used if r.ray_id not in confirmations),
+            sum(1 for r in used if r.ray_id in confirmations),
+        )
         progress = _progress(spec, echo, book)
         observer = SweepObserver(book, bridge, recorder, models, progress)
         then = f" + {num_confirm} for confirmations" if num_confirm else ""
@@ -625,6 +625,15 @@ def _confirm(
         ray_backend.run_tuner(
             spec, opened.bridge, observer, num_trials=num_left, name="confirm", time_budget_s=time_left_s, **tuner_args
         )
+
+
+def split_budget(num_trials: int, num_confirm: int, used_search: int, used_confirm: int) -> tuple[int, int]:
+    """(search trials, then confirmation slots) still to run: the budget's last ``num_confirm`` trials
+    are the verdict's confirmations. On resume, ``used_*`` ended already; a slot no confirmation needed
+    searched on and counts as a search trial, so the search never runs past its share."""
+    left = num_trials - used_search - used_confirm
+    search = min(left, max(0, num_trials - num_confirm - used_search))
+    return search, max(0, left - search)
 
 
 def _progress(spec: SweepSpec, echo: Echo, book: TrialBook) -> Progress:

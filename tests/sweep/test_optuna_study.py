@@ -347,3 +347,31 @@ def test_pruners_without_a_metric_refuse_one_and_a_misspelt_metric_is_refused_be
         "pruner.metric: 'val_los' is not reported for classification; use one of "
         "['train_loss', 'val_loss', 'val_accuracy', 'val_f1_macro']"
     ]
+
+
+def test_a_confirmation_is_asked_with_its_parameters_never_pruned_and_rerun_as_one_after_a_kill():
+    spec = _spec(
+        objective={"metric": "val_accuracy", "direction": "maximize"},
+        pruner={"kind": "median", "num_startup_trials": 0, "warmup_steps": 0},
+    )
+    bridge = _bridge(spec)
+    bridge.ask("a")
+    bridge.report("a", 0.9, 10)
+    bridge.tell("a", TrialStatus.COMPLETED, 0.9)
+    moved = {"optim.learning_rate": 3e-5, "loss.name": "focal"}
+    bridge.enqueue_confirmation(moved, {"param": "optim.learning_rate", "value": 3e-5, "of": 0})
+    assert bridge.queued_confirmations() == 1
+    assert bridge.ask("b") == moved and bridge.queued_confirmations() == 0
+    assert bridge.confirmation_of("b") == {"param": "optim.learning_rate", "value": 3e-5, "of": 0}
+    assert bridge.confirmation_of("a") is None
+    bridge.ask("x")  # a trial of the search at the same value is pruned
+    assert bridge.report("x", 0.1, 10) and bridge.was_pruned("x")
+    bridge.tell("x", TrialStatus.PRUNED, None)
+    assert not bridge.report("b", 0.1, 10) and not bridge.was_pruned("b")  # a confirmation runs on
+    bridge.tell("b", TrialStatus.KILLED, None)
+    # a resumed sweep queues the killed confirmation again, still a confirmation
+    again = StudyBridge(bridge.study, bridge.space)
+    assert again.queued_confirmations() == 1
+    assert again.ask("c") == moved and again.confirmation_of("c")["param"] == "optim.learning_rate"
+    prior = {p.number: p.confirmation for p in again.prior_trials()}
+    assert prior == {0: False, 1: True, 2: False}  # (an enqueued trial takes its number when queued)

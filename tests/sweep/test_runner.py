@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sweep.observer import ModelFiles, Progress, SweepObserver, TrialBook
-from sweep.runner import preflight
+from sweep.runner import preflight, split_budget
 from sweep.spec import SpecError, validate_spec
 from sweep.status import TrialFailure, TrialStatus
 from trainers.api import TrialOutcome
@@ -255,7 +255,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
         preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True).result()
     assert err.value.problems[0].startswith("pruner.min_resource: 30 > 24")
     code = (
-        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight_apart; "
+        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight, split_budget_apart; "
         "spec = validate_spec({'name': 'p', 'trial': {'model': {'name_or_path': 'tiny-bert'}}}); "
         "print(preflight_apart(spec).result().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
@@ -267,7 +267,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
         [
             "import sys",
             "from sweep.spec import SpecError, validate_spec",
-            "from sweep.runner import preflight",
+            "from sweep.runner import preflight, split_budget",
             "space = {'model.num_layers': {'type': 'categorical', 'choices': [2, 6, 7]}}",
             "try:",
             "    preflight(validate_spec({'name': 'p', 'space': space}))",
@@ -536,3 +536,19 @@ def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_unti
     assert seen["start"] == (False, 0)
     assert seen["trials"][0] and seen["trials"][1] > 10_000
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("used_search", "used_confirm", "expected"),
+    [
+        (0, 0, (12, 2)),  # a new sweep: 12 searched, then 2 confirmation slots
+        (5, 0, (7, 2)),  # resumed during the search
+        (12, 0, (0, 2)),  # resumed after the search: the confirmations still to plan
+        (12, 1, (0, 1)),  # resumed between the two confirmations
+        (13, 1, (0, 0)),  # the second slot searched on (nothing to confirm): done
+        (14, 0, (0, 0)),
+    ],
+)
+def test_the_budget_is_searched_then_confirmed_on_resume_too(used_search, used_confirm, expected):
+    assert split_budget(14, 2, used_search, used_confirm) == expected
+    assert split_budget(14, 0, used_search, used_confirm)[1] == 0
