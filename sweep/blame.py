@@ -1,7 +1,7 @@
 """Blame and keep: which meta-parameters won, which lost, what each trial's curves say, and what the
 data itself says. The sweep's verdict is built on this analysis.
 
-The pieces: each trial's outcome against the chance level (``sweep.outcomes``), one exact test per
+The pieces: each trial's outcome against the chance level (``sweep.outcomes``), one permutation test per
 parameter (``sweep.findings``), the confirmation trials' causal answers (``sweep.confirm``), and here
 the data checks and the part of the loop to blame first. Pure analysis over plain data (no Ray, no
 MLflow); parameter importance (fANOVA) comes in through a function the Optuna adapter provides.
@@ -46,19 +46,23 @@ ImportanceFn = Callable[[Sequence[tuple[dict[str, Any], float]], Sequence[str]],
 """(params, value) points and the parameter names -> importance per parameter (summing to 1)."""
 
 METHOD = (
-    "Each trial is labelled by whether it left the chance level (the best constant guess's score on the "
-    "validation rows) by more than 3 validation standard errors: learned, flat, diverged, or censored "
-    "(pruned at chance before any winner had left it; left out). Per parameter, every window of its tried "
-    "values (or each categorical value) is compared with the rest by a rank-sum statistic, failed trials "
-    "ranked below learned ones; the most extreme window's p-value is exact for that maximum (a permutation "
-    "test of the outcomes over the trials, Westfall-Young style), and Holm's step-down controls the "
-    f"family-wise error over the parameters at {ALPHA}. Unadjusted p < {SUSPECT_P} makes a suspect. Suspects "
-    "and blames are then tested causally by confirmation trials: the best configuration with only that "
-    "parameter moved into its losing region, same seed. Why not fANOVA or PED-ANOVA alone: at 8-30 trials they "
-    "rank parameters but give no error rate, and a learning rate that either learns or does not is a step, "
-    "which a test on learned-vs-not catches with the fewest trials. Caveat: TPE samples where trials did well, "
-    "so later trials are not exchangeable and a bystander can look related (Moosbauer et al. 2021): observed "
-    "findings say so, confirmed ones rest on the ablation."
+    "Each trial is labelled by whether it left the chance level (the best constant guess fitted on the training "
+    "rows, scored on the validation rows) by more than 3 validation standard errors: learned, flat, diverged, "
+    "or censored (pruned at chance before any winner had left it; left out). Per parameter, every window of "
+    "its tried values (or each categorical value) is compared with the rest by a rank-sum statistic, on "
+    "learned-vs-not and on the scores with failed trials below learned ones; the most extreme window's p-value "
+    "is that maximum's tail under random permutations of the outcomes over the trials (Monte Carlo, +1 "
+    "corrected), so the choice of window is paid for, and Holm's step-down controls the family-wise error "
+    f"over the parameters at {ALPHA}. A parameter that fades among another's winners while the other holds "
+    f"among its own is that one's doing. Unadjusted p < {SUSPECT_P} makes a suspect. Suspects (and, in spare "
+    "slots, the most suggestive of the rest) are tested by confirmation trials: the best configuration with "
+    "only that parameter moved to a value that failed in the search, same seed; a moved configuration that "
+    "does not learn confirms the blame, for that seed (one ablation, no p-value of its own). Why not fANOVA or "
+    "PED-ANOVA alone: at 8-30 trials they rank parameters but give no error rate, and a learning rate that "
+    "either learns or does not is a step, which a test on learned-vs-not catches with the fewest trials. The "
+    "posterior P(win > lose) is Beta(1+k, 1+n-k) on each side of the split the test chose (after the fact). "
+    "Caveat: TPE samples where trials did well, so later trials are not exchangeable and a bystander can look "
+    "related (Moosbauer et al. 2021): observed findings say so, confirmed ones rest on the ablation."
 )
 
 
@@ -249,12 +253,13 @@ def _confirm(
 
 
 def best_search_trial(evidence: Evidence, sign: float, best_number: int | None = None) -> TrialHistory | None:
-    """The trial the sweep kept (``best_number``), else the best completed search trial."""
+    """The trial the sweep kept (``best_number``) unless that is a confirmation, else the best completed
+    search trial."""
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
-    kept = [t for t in done if t.number == best_number]
+    search = [t for t in done if t.confirmation is None]  # an ablation is never the one ablated
+    kept = [t for t in search if t.number == best_number]
     if kept:
         return kept[0]
-    search = [t for t in done if t.confirmation is None]
     return max(search, key=lambda t: (sign * (t.value or 0.0), -t.number)) if search else None
 
 
@@ -306,7 +311,7 @@ def analyze(
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     winners = sorted((t for t in done if t.confirmation is None), key=lambda t: -sign * (t.value or 0.0))[:3]
     diagnoses = [
-        diagnose(t, labels.get(t.number), sign, evidence, winners)
+        diagnose(t, labels.get(t.number), sign, evidence, winners, "learned" in outcomes)
         for t in evidence.trials
         if not t.status.left_no_result
     ]

@@ -17,9 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sweep.evidence import Confirmation, Evidence, TrialHistory
 from sweep.findings import ConfirmationResult, ParamFinding, searched_params
 from sweep.outcomes import TrialLabel, fmt
-
-CONFIRMATION_ATTR = "confirmation"
-"""The Optuna user attribute (and MLflow tag prefix) that marks a confirmation trial."""
+from sweep.status import TrialStatus
 
 
 class PlannedTrial(BaseModel):
@@ -148,7 +146,8 @@ def judge(
     assert c is not None
     inc_score = incumbent_label.score if incumbent_label is not None else sign * (incumbent.value or 0.0)
     moved = f"the best configuration (trial {incumbent.number}) with {c.param} = {fmt(c.value)}"
-    if label is None or label.outcome == "censored":
+    ended = trial.status in (TrialStatus.COMPLETED, TrialStatus.DIVERGED)  # ran its steps, or blew up
+    if label is None or label.outcome == "censored" or not ended:
         return ConfirmationResult(
             trial=trial.number,
             value=c.value,

@@ -1,13 +1,14 @@
-"""Which meta-parameters lost, which won: one exact test per searched parameter, small enough to have
+"""Which meta-parameters lost, which won: one permutation test per searched parameter, small enough to have
 power at 8-30 trials, honest about the search having looked at several splits.
 
-Method (why, in short; the report says it too). Trials are ordered by outcome: every trial that failed
-(flat or diverged) below every trial that learned, then by score. For each parameter the candidate
-groups are its threshold splits (numeric: "learning rate <= x" for every x between two tried values)
-or its values (categorical). Each group is compared with the rest by a rank-sum statistic; the
-parameter's statistic is the most extreme over its groups and both directions, and its p-value is
-exact for that maximum: the outcomes are permuted over the trials (the conditional, selection-adjusted
-p of a max-statistic permutation test, as in Westfall-Young). Holm's step-down then controls the
+Method (why, in short; the report says it too). Trials are ordered two ways: learned or not, and every
+trial that failed (flat or diverged) below every trial that learned, then by score. For each parameter
+the candidate groups are windows of its tried values (numeric: "x <= a", "x >= b", and "a <= x <= b"
+as the winner) or its values (categorical). Each group is compared with the rest by a standardized
+rank sum; the parameter's statistic is the most extreme over its groups, both orderings and the
+allowed directions, and its p-value is that maximum's tail under random permutations of the outcomes
+over the trials (Monte Carlo, NUM_PERMUTATIONS draws, +1-corrected: a valid p, not an exact one; the
+selection over groups is inside it, as in Westfall-Young's max-T). Holm's step-down then controls the
 family-wise error over the parameters. This replaces a Bonferroni over parameters x sides x windows,
 which at 8 trials asked for a p no 8 trials can give.
 
@@ -137,8 +138,9 @@ def _groups(spec: Mapping[str, Any], values: list[Any]) -> tuple[bool, list[np.n
     inner window ("a <= x <= b") as the winner only, so a learning rate that fails at both ends is one
     finding (a middle that loses while both ends win is no shape a meta-parameter has). Categorical:
     each value against the rest, either way."""
-    distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
-    numeric = _is_numeric(spec, distinct) and len(distinct) >= 2
+    numeric = _is_numeric(spec, values) and len(set(values)) >= 2
+    # numbers in numeric order (choices mixing 0 and 0.01 included); other values in a stable order
+    distinct = sorted(set(values), key=float) if numeric else sorted(set(values), key=lambda v: (str(type(v)), v))
     masks, directions = [], []
     if numeric:
         x = np.array(values, dtype=float)
@@ -171,8 +173,8 @@ def _keys(labels: Sequence[TrialLabel]) -> np.ndarray:
     effect, where scores among the learned are noise), and the full order (failed below learned, then
     by score: graded effects among trials that all learned)."""
     learned = np.array([1.0 if lab.outcome == "learned" else 0.0 for lab in labels])
-    full = np.array([1e6 * lab_learned + lab.score for lab_learned, lab in zip(learned, labels, strict=True)])
-    return np.array([rankdata(learned), rankdata(full)])
+    by_score = rankdata([lab.score for lab in labels])  # 1..n: below any learned trial's offset of n + 1
+    return np.array([rankdata(learned), rankdata(learned * (len(labels) + 1) + by_score)])
 
 
 def _statistic(keys: np.ndarray, masks: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +209,15 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
 
 
 def _test_param(
-    param: str, spec: Mapping[str, Any], trials: list[TrialHistory], labels: list[TrialLabel], sign: float
+    param: str,
+    spec: Mapping[str, Any],
+    trials: list[TrialHistory],
+    labels: list[TrialLabel],
+    sign: float,
+    strata: np.ndarray | None = None,
 ) -> ParamFinding:
+    """One parameter's test; with ``strata`` (a group per trial) the outcomes are permuted within each
+    group only: the parameter's effect with the other parameter that defines the groups held fixed."""
     finding = ParamFinding(param=param, component=component_of(param), num_trials=len(labels))
     values = [t.params[param] for t in trials]
     if len(labels) < 4 or len(set(values)) < 2:
@@ -222,7 +231,9 @@ def _test_param(
     keys = _keys(labels)
     statistic, index = _statistic(keys[:, None, :], mask_arr, directions)
     rng = np.random.default_rng(zlib.crc32(param.encode()))
-    orders = rng.permuted(np.tile(np.arange(len(labels)), (NUM_PERMUTATIONS, 1)), axis=1)
+    orders = np.tile(np.arange(len(labels)), (NUM_PERMUTATIONS, 1))
+    for group in [np.arange(len(labels))] if strata is None else [np.flatnonzero(strata == g) for g in set(strata)]:
+        orders[:, group] = group[rng.permuted(np.tile(np.arange(len(group)), (NUM_PERMUTATIONS, 1)), axis=1)]
     null, _ = _statistic(keys[:, orders], mask_arr, directions)  # the same permutation for both orderings
     finding.p_value = float((1 + np.sum(null >= statistic[0] - 1e-9)) / (1 + NUM_PERMUTATIONS))
     # the group shown: learned-vs-not's best where that is (nearly) the strongest split (a step effect
@@ -326,23 +337,29 @@ def param_findings(
     (confirmation trials are not a random sample and are judged apart). Censored trials sit out.
 
     Parameters sampled together share their trials' outcomes: TPE samples a bystander's values where
-    the real cause's good values were, and a bystander then looks related. So every parameter found
-    significant is tested again among the trials on each other significant parameter's winning side: one
-    whose effect is gone there (p >= SUSPECT_P) was the other's doing, one whose effect only weakens is
-    left a suspect. The rest are tested among the winners of the strongest parameter too; a suggestive
-    result there makes a suspect (masked by that parameter's failures), for a confirmation to decide.
+    the real cause's good values were, and a bystander then looks related. So each pair of significant
+    parameters is tested again, each with the other held fixed (outcomes permuted within the other's
+    winning and losing sides): one that fades (p >= ALPHA), and more than the other does, was the
+    other's doing (gone: no evidence; weaker: a suspect); where neither can be tested so, both stay. The rest are tested among the winners of the strongest parameter too; a suggestive result
+    there makes a suspect (masked by that parameter's failures), for a confirmation to decide.
     """
     by_number = {t.number: t for t in evidence.trials}
     searched = searched_params(evidence)
     everyone = sorted(labels)
 
-    def test(param: str, among: Sequence[int]) -> ParamFinding:
+    def test(param: str, among: Sequence[int], side_of: ParamFinding | None = None) -> ParamFinding:
         chosen = [
             labels[n]
             for n in among
             if labels[n].outcome != "censored" and param in by_number[n].params and by_number[n].confirmation is None
         ]
-        return _test_param(param, evidence.space[param], [by_number[lab.number] for lab in chosen], chosen, sign)
+        strata = (
+            None
+            if side_of is None
+            else np.array([_on_side(side_of, by_number[lab.number].params.get(side_of.param)) for lab in chosen])
+        )
+        trials = [by_number[lab.number] for lab in chosen]
+        return _test_param(param, evidence.space[param], trials, chosen, sign, strata)
 
     def winners(f: ParamFinding) -> list[int]:
         return [n for n in everyone if _on_side(f, by_number[n].params.get(f.param))]
@@ -350,20 +367,26 @@ def param_findings(
     findings = {param: test(param, everyone) for param in searched}
     _judge(findings, noise)
     significant = [f for f in findings.values() if f.status == "blamed"]
-    demoted: dict[str, str] = {}
-    for f in significant:
+    demoted: dict[str, tuple[str, str]] = {}  # param -> (the other, why)
+    for f in significant:  # A is B's doing when A fades with B held fixed, and more than B with A fixed
         for other in significant:
             if other is f:
                 continue
-            held = test(f.param, winners(other))
-            if held.p_value is not None and held.p_value >= ALPHA:
-                gone = held.p_value >= SUSPECT_P
-                demoted[f.param] = (
-                    f"{'no' if gone else 'a weaker'} effect among the {len(winners(other))} trials where "
-                    f"{other.param} won (p = {held.p_value:.2g}): {'its' if gone else 'partly its'} doing"
-                )
-                if gone:
-                    break
+            held = test(f.param, everyone, side_of=other)
+            kept = test(other.param, everyone, side_of=f)
+            # A fades with B fixed, and more than B does with A fixed (the dependent one of the two); where
+            # neither can be tested with the other fixed, the sample cannot tell them apart: both stay
+            if held.p_value is None or held.p_value < ALPHA or held.p_value <= (kept.p_value or 0.0):
+                continue
+            gone = held.p_value >= SUSPECT_P
+            demoted[f.param] = (
+                other.param,
+                f"{'no' if gone else 'a weaker'} effect with {other.param} held fixed (p = {held.p_value:.2g}), "
+                f"less than {other.param}'s with this one fixed (p = {kept.p_value:.2g}): "
+                f"{'its' if gone else 'partly its'} doing",
+            )
+            if gone:
+                break
     strongest = [f for f in significant if f.param not in demoted] or [
         f for f in findings.values() if f.status == "suspect" and f.p_value is not None
     ]
@@ -386,7 +409,7 @@ def param_findings(
                 if top.status != "blamed":
                     suspects_only.add(param)
     _judge(findings, noise, suspects_only)
-    for param, why in demoted.items():
+    for param, (_, why) in demoted.items():
         f = findings[param]
         if "no effect" in why:
             f.status, f.evidence_kind = "no_evidence", "none"
@@ -426,51 +449,35 @@ def _judge(findings: Mapping[str, ParamFinding], noise: float, suspects_only: se
             f.note = f"significant ({said}){where}"
         elif f.p_value < SUSPECT_P and beyond_noise:
             f.status, f.evidence_kind = "suspect", "none"
-            f.note = f"suggestive, not significant ({said}){where}"
+            capped = param in (suspects_only or set()) and f.p_adjusted < ALPHA
+            f.note = (
+                f"significant on this look alone ({said}){where}"
+                if capped
+                else f"suggestive, not significant ({said}){where}"
+            )
         else:
             f.status, f.evidence_kind = "no_evidence", "none"
             f.note = f"no effect beyond chance ({said}){where}"
 
 
 def apply_confirmation(finding: ParamFinding, result: ConfirmationResult) -> None:
-    """A confirmation trial's answer turns a suspect (or an observed blame) into a confirmed blame, or
-    withdraws what it does not reproduce."""
+    """A confirmation trial's answer. One ablation (same seed) that fails where the best learned makes a
+    blamed or suspected parameter a confirmed blame; for a parameter the search showed no evidence on
+    (a spare slot) it makes a suspect only. One that does not reproduce withdraws a suspect, and marks
+    an observed blame as not reproduced (one trial does not overturn a significant test)."""
     finding.confirmation = result
     if result.confirmed:
-        finding.status, finding.evidence_kind = "blamed", "confirmed"
-        _narrow_to(finding, result.value)
-    elif result.confirmed is False:  # a controlled ablation outweighs an association among sampled trials
-        finding.status, finding.evidence_kind = "no_evidence", "none"
-        finding.note = f"not reproduced by its confirmation trial ({finding.note})"
-
-
-def _narrow_to(finding: ParamFinding, value: Any) -> None:
-    """A number's blame, once confirmed, is the stretch the confirmation moved into: another stretch
-    (the other end of a learning rate) joins the winning side, as nothing confirmed it."""
-    blame, keep = finding.blame, finding.keep
-    if blame is None or keep is None or not blame.numeric or len(blame.intervals) < 2:
-        return
-    confirmed = [iv for iv in blame.intervals if iv[0] <= float(value) <= iv[1]]
-    if not confirmed:
-        return
-    pieces = sorted(
-        [(iv, True) for iv in confirmed]
-        + [(iv, False) for iv in keep.intervals]
-        + [(iv, False) for iv in blame.intervals if iv not in confirmed]
-    )
-    merged: list[tuple[float, float]] = []
-    previous_kept = False
-    for (lo, hi), is_blamed in pieces:
-        if not is_blamed:
-            if previous_kept:
-                merged[-1] = (merged[-1][0], hi)  # adjacent stretches of tried values: one
-            else:
-                merged.append((lo, hi))
-        previous_kept = not is_blamed
-    blame.intervals = confirmed
-    blame.values = [confirmed[0][0], confirmed[-1][1]]
-    keep.intervals = merged
-    keep.values = [merged[0][0], merged[-1][1]]
+        if finding.status == "no_evidence":
+            finding.status = "suspect"
+            finding.note = f"one ablation agrees, the search's trials did not show it ({finding.note})"
+        else:
+            finding.status, finding.evidence_kind = "blamed", "confirmed"
+    elif result.confirmed is False:
+        if finding.status == "blamed":
+            finding.note = f"{finding.note}; not reproduced by its confirmation trial"
+        else:
+            finding.status, finding.evidence_kind = "no_evidence", "none"
+            finding.note = f"not reproduced by its confirmation trial ({finding.note})"
 
 
 def publish(finding: ParamFinding) -> None:

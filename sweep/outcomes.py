@@ -197,9 +197,11 @@ def diagnose(
     sign: float,
     evidence: Evidence,
     winners: Sequence[TrialHistory],
+    any_learned: bool = True,
 ) -> TrialDiagnosis:
     """What a trial's curves say: diverged, flat, a late bloomer, overfit, still improving, censored or
-    ok. A k-fold trial's "curve" runs over folds, not steps: only its outcome is read from it."""
+    ok. A k-fold trial's "curve" runs over folds, not steps: only its outcome is read from it.
+    ``any_learned``: some trial of the sweep learned."""
     steps = sorted(t.curve)
     chance = chance_level(evidence)
     noise = measurement_noise(evidence, None if label is None or label.best is None else sign * label.best)
@@ -220,8 +222,9 @@ def diagnose(
         )
         return said(
             "flat",
-            f"never left the chance level {fmt(chance)} (best {fmt(sign * (label.best or 0.0))}; {where}) while "
-            "other trials had by then: it learned nothing (suspect a learning rate too low, the structure, the loss)",
+            f"never left the chance level {fmt(chance)} (best {fmt(sign * (label.best or 0.0))}; {where})"
+            + (" while other trials had by then" if any_learned else "")
+            + ": it learned nothing (suspect a learning rate too low, the structure, the loss)",
         )
     if label is not None and label.outcome == "censored":
         return said(

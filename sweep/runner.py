@@ -464,7 +464,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 def _run_sweep(
     spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]
 ) -> SweepResult:
-    from sweep import ray_backend  # imported while the child checks
+    from sweep import confirm_phase, ray_backend  # imported while the child checks
 
     if planned.done():
         planned.result()  # checked in this process already: a SpecError before anything starts
@@ -483,7 +483,8 @@ def _run_sweep(
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
     book = TrialBook(spec.objective.metric, spec.objective.direction)
     try:
-        for prior in bridge.prior_trials():  # resume: what the interrupted run already did
+        priors = bridge.prior_trials()
+        for prior in priors:  # resume: what the interrupted run already did
             book.add_prior(
                 TrialRecord(
                     prior.ray_id,
@@ -498,7 +499,7 @@ def _run_sweep(
             recorder.settle_trial(prior.ray_id, prior.number, prior.params, prior.status, prior.step)
         models.keep_only(book.best)  # a killed run's model files: the best's stay, the rest go
         # the budget's last trials are the verdict's confirmations (sweep.confirm_phase), after the search
-        confirmations = {p.ray_id for p in bridge.prior_trials() if p.confirmation}
+        confirmations = {p.ray_id for p in priors if p.confirmation}
         used = [r for r in book.trials.values() if r.status.counts_against_budget]
         num_trials, num_confirm = split_budget(
             spec.budget.num_trials,
@@ -533,14 +534,23 @@ def _run_sweep(
                 "models_dir": models.models_dir,
                 "split_file": opened.split_file,
             }
+            budget_s = spec.budget.time_budget_s
             if num_trials > 0 and not interrupted:  # (Ctrl-C as the sweep started)
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-                    ray_backend.run_tuner(spec, bridge, observer, num_trials=num_trials, **tuner_args)
-            left = None if spec.budget.time_budget_s is None else spec.budget.time_budget_s - (time.time() - started)
+                    ray_backend.run_tuner(
+                        spec,
+                        bridge,
+                        observer,
+                        num_trials=num_trials,
+                        # the confirmations' share of the time is kept for them, as their share of trials
+                        time_budget_s=search_time_s(budget_s, num_trials, num_confirm),
+                        **tuner_args,
+                    )
             if not interrupted:  # out of time: ended before the confirmations read the record
                 observer.end_running(TrialStatus.STOPPED)
-            if num_confirm > 0 and not interrupted and (left is None or left > 0):
-                _confirm(spec, opened, recorder, book, observer, progress, num_confirm, left, tuner_args, echo)
+            if num_confirm > 0 and not interrupted:
+                left = None if budget_s is None else budget_s - (time.time() - started)
+                confirm_phase.run(spec, opened, book.best, observer, progress, num_confirm, left, tuner_args, echo)
         finally:
             session.close()  # before the record closes: the held-out test runs in this process
         # Ray ended them without a result: the time budget ran out
@@ -590,43 +600,6 @@ def _run_sweep(
     )
 
 
-def _confirm(
-    spec: SweepSpec,
-    opened: _Opened,
-    recorder: Recorder,
-    book: TrialBook,
-    observer: SweepObserver,
-    progress: Progress,
-    num_left: int,
-    time_left_s: float | None,
-    tuner_args: dict[str, Any],
-    echo: Echo,
-) -> None:
-    """The confirmation phase: plan and queue (``sweep.confirm_phase``), then run them on Ray; slots
-    the findings leave unused search on (the budget is the number of trials, whatever they do)."""
-    from sweep import ray_backend
-    from sweep.confirm_phase import queue_confirmations
-
-    assert recorder.parent_id is not None
-    num = queue_confirmations(
-        spec,
-        opened.bridge,
-        storage=secrets.resolve(opened.stored_storage, "execution.storage"),
-        tracking_uri=recorder.uri,
-        parent_id=recorder.parent_id,
-        split_file=opened.run_dir / SPLIT_FILE if (opened.run_dir / SPLIT_FILE).is_file() else None,
-        best_number=book.best.number if book.best else None,
-        num_left=num_left,
-        echo=echo,
-    )
-    if num < num_left:
-        echo(f"confirmation: {num_left - num} of the {num_left} slots unneeded: they search on")
-    with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-        ray_backend.run_tuner(
-            spec, opened.bridge, observer, num_trials=num_left, name="confirm", time_budget_s=time_left_s, **tuner_args
-        )
-
-
 def split_budget(num_trials: int, num_confirm: int, used_search: int, used_confirm: int) -> tuple[int, int]:
     """(search trials, then confirmation slots) still to run: the budget's last ``num_confirm`` trials
     are the verdict's confirmations. On resume, ``used_*`` ended already; a slot no confirmation needed
@@ -634,6 +607,14 @@ def split_budget(num_trials: int, num_confirm: int, used_search: int, used_confi
     left = num_trials - used_search - used_confirm
     search = min(left, max(0, num_trials - num_confirm - used_search))
     return search, max(0, left - search)
+
+
+def search_time_s(budget_s: float | None, num_search: int, num_confirm: int) -> float | None:
+    """What the search may spend of the sweep's time budget: all of it without confirmations, else the
+    search's share of the trials, so the confirmations keep theirs (they get what is left)."""
+    if budget_s is None or not num_confirm:
+        return budget_s
+    return budget_s * num_search / (num_search + num_confirm)
 
 
 def _progress(spec: SweepSpec, echo: Echo, book: TrialBook) -> Progress:

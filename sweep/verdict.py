@@ -101,7 +101,7 @@ def next_sweep(
             continue
         if finding.status == "blamed" and finding.blame is not None and finding.keep is not None:
             if entry["type"] == "categorical":
-                kept = [c for c in entry["choices"] if c not in finding.blame.values]
+                kept = [c for c in entry["choices"] if not _blamed(finding, c)]
                 if kept and kept != entry["choices"]:
                     changes.append(
                         f"{finding.param}: dropped {finding.blame.label()} (kept {', '.join(map(str, kept))})"
@@ -141,6 +141,13 @@ def next_sweep(
         out.setdefault("trial", {}).setdefault("optim", {})["max_steps"] = max_steps * 2
         changes.append(f"trial.optim.max_steps: {max_steps * 2} (the best trials {improving} were still improving)")
     return out
+
+
+def _blamed(finding: Any, value: Any) -> bool:
+    """Is a choice in the blamed group? Numeric choices were tested as numbers: in a blamed stretch."""
+    if finding.blame.numeric:
+        return isinstance(value, int | float) and any(lo <= value <= hi for lo, hi in finding.blame.intervals)
+    return value in finding.blame.values
 
 
 def _cut_range(finding: Any, entry: dict[str, Any], changes: list[str]) -> None:

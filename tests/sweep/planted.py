@@ -39,6 +39,7 @@ class Scenario:
     chance: float = 0.5
     objective: str = "val_accuracy"
     class_counts: dict[str, int] | None = None
+    flake: float = 0.0  # chance that a configuration that learns stays flat anyway (a bad seed), re-runs too
 
 
 NO_EFFECT = {
@@ -76,6 +77,13 @@ SCENARIOS = {
         lambda p: "diverge" if p["optim.learning_rate"] > 1e-2 else "learn",
         "optim.learning_rate",
     ),
+    "lr_too_low_flaky": Scenario(
+        "lr_too_low_flaky",
+        {"optim.learning_rate": LR, **NO_EFFECT},
+        lambda p: "learn" if p["optim.learning_rate"] >= 3e-4 else "flat",
+        "optim.learning_rate",
+        flake=0.15,
+    ),
     "no_effect": Scenario(
         "no_effect",
         {"optim.learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True}, **NO_EFFECT},
@@ -83,6 +91,11 @@ SCENARIOS = {
         "",
     ),
 }
+
+
+def _kind(scenario: Scenario, params: dict[str, Any], rng: np.random.Generator) -> str:
+    kind = scenario.rule(params)
+    return "flat" if kind == "learn" and rng.random() < scenario.flake else kind
 
 
 def _curve(kind: str, rng: np.random.Generator, chance: float, top: float) -> dict[int, float]:
@@ -126,6 +139,11 @@ def _spec(scenario: Scenario, seed: int) -> Any:
 
 def run(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2) -> Analysis:
     """A sweep of ``num_trials`` search trials and up to ``confirm_trials`` confirmations, analysed."""
+    return analyze(evidence_of(scenario, num_trials, seed, confirm_trials))
+
+
+def evidence_of(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2) -> Evidence:
+    """The evidence of such a sweep: its search trials, then the confirmations their analysis planned."""
     from sweep.samplers import build_sampler
 
     spec = _spec(scenario, seed)
@@ -138,7 +156,7 @@ def run(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2)
     for number in range(num_trials):
         trial = study.ask()
         params = sample(spec.space, trial)
-        kind = scenario.rule(params)
+        kind = _kind(scenario, params, rng)
         tops[number] = float(rng.uniform(0.85, 0.95))
         if kind == "diverge":
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -159,20 +177,17 @@ def run(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2)
         else:
             study.tell(trial, reached[STEPS[-1]])
             trials.append(_history(number, params, kind, reached))
-    evidence = _evidence(scenario, trials)
-    analysis = analyze(evidence, confirm_budget=confirm_trials)
-    if not analysis.confirmations_planned:
-        return analysis
+    analysis = analyze(_evidence(scenario, trials), confirm_budget=confirm_trials)
     for planned in analysis.confirmations_planned:
         number = len(trials)
-        kind = scenario.rule(planned.params)
+        kind = _kind(scenario, planned.params, rng)
         top = tops[planned.confirmation.of]  # the same configuration and seed: the same ceiling
         trials.append(
             _history(
                 number, planned.params, kind, _curve(kind, rng, scenario.chance, top), confirmation=planned.confirmation
             )
         )
-    return analyze(_evidence(scenario, trials))
+    return _evidence(scenario, trials)
 
 
 def _evidence(scenario: Scenario, trials: list[TrialHistory]) -> Evidence:

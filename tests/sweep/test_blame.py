@@ -183,13 +183,17 @@ def test_duplicates_across_the_split_are_blamed_on_the_data_and_block_acceptance
     assert verdict.decision == "redesign" and "120 validation rows also are training rows" in verdict.reasons[-1]
 
 
-@pytest.mark.parametrize("seed", range(25))
-@pytest.mark.parametrize("scenario", [_lr_too_high, _lr_too_low], ids=["lr-too-high", "lr-too-low"])
-def test_a_parameter_without_effect_is_never_blamed(scenario, seed):
-    evidence, space = scenario(100 + seed)
-    analysis = analyze(evidence, _importance(space))
-    finding = _finding(analysis, "optim.weight_decay")
-    assert finding.blame is None and finding.keep is None
+def test_a_parameter_without_effect_is_blamed_in_at_most_5_percent_of_2_x_25_seeds():
+    # each test is at a 0.05 family-wise level: over 50 sweeps a blame or two of the bystander is the
+    # error rate showing, more would be a broken test
+    blamed = []
+    for scenario in (_lr_too_high, _lr_too_low):
+        for seed in range(25):
+            evidence, space = scenario(100 + seed)
+            finding = _finding(analyze(evidence, _importance(space)), "optim.weight_decay")
+            if finding.blame is not None or finding.keep is not None:
+                blamed.append((scenario.__name__, seed))
+    assert len(blamed) <= 2, blamed
 
 
 def test_best_vs_runner_up_interval_says_when_they_cannot_be_told_apart():

@@ -101,3 +101,72 @@ def test_beta_posterior_matches_its_closed_form():
     # P(p1 > p2) for Beta(2,1) vs Beta(1,1): integral of 2x * x dx = 2/3
     assert prob_greater(1, 1, 0, 0) == pytest.approx(2 / 3)
     assert math.isclose(prob_greater(0, 5, 3, 3) + prob_greater(3, 3, 0, 5), 1.0, abs_tol=1e-9)
+
+
+def test_a_real_cause_does_not_vanish_when_a_bystander_sat_on_all_its_failures():
+    # weight decay 0.01 on all 8 flat trials and 2 of the 8 learned: the two are confounded in this sample
+    lrs = [1e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.5e-4, 2e-4, 5e-4, 8e-4, 1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 9e-3]
+    wds = [0.01] * 8 + [0.0, 0.01, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0]
+    scores = [0.91, 0.93, 0.90, 0.94, 0.92, 0.905, 0.935, 0.915]
+    rows = [
+        (
+            {"optim.learning_rate": lr, "optim.weight_decay": wd},
+            "learned" if lr >= 3e-4 else "flat",
+            scores[i - 8] if lr >= 3e-4 else 0.5,
+        )
+        for i, (lr, wd) in enumerate(zip(lrs, wds, strict=True))
+    ]
+    f = _findings(rows, {"optim.learning_rate": LR, "optim.weight_decay": WD})
+    assert f["optim.learning_rate"].status == "blamed" and f["optim.learning_rate"].p_value < 0.01
+
+
+def test_numeric_choices_are_windows_in_numeric_order_and_next_sweep_drops_every_blamed_choice():
+    from sweep.spec import validate_spec
+    from sweep.verdict import Verdict, next_sweep
+
+    layers = {"type": "categorical", "choices": [1, 2, 3, 4, 5, 6]}
+    decay = {"type": "categorical", "choices": [0, 0.01, 0.1]}  # an int among floats
+    values = [(1, 0), (1, 0.01), (2, 0.1), (2, 0), (3, 0.01), (3, 0.1), (4, 0), (4, 0.01), (5, 0.1), (5, 0)]
+    values += [(6, 0.01), (6, 0.1)]
+    rows = [
+        (
+            {"model.num_layers": n, "optim.weight_decay": wd},
+            "learned" if n >= 4 and wd != 0.1 else "flat",
+            0.9 if n >= 4 and wd != 0.1 else 0.5,
+        )
+        for n, wd in values
+    ]
+    f = _findings(rows, {"model.num_layers": layers, "optim.weight_decay": decay})
+    # two causes in 12 trials: suspects both, with the right losing groups
+    assert f["model.num_layers"].status == "suspect" and f["model.num_layers"].blame.intervals == [(1.0, 3.0)]
+    assert f["optim.weight_decay"].blame.intervals == [(0.1, 0.1)]  # 0 < 0.01 < 0.1: the top is a tail
+    f["model.num_layers"].status = "blamed"  # (as a confirmation would make it)
+    spec = validate_spec(
+        {
+            "name": "s",
+            "trial": {"model": {"name_or_path": "tiny-bert"}},
+            "space": {"model.num_layers": layers, "optim.weight_decay": decay},
+        }
+    )
+    evidence = Evidence(
+        sweep="s",
+        objective="val_accuracy",
+        direction="maximize",
+        trials=[],
+        data=DataFacts(task="classification", num_train=1, num_val=1),
+        space={},
+    )
+    analysis = type("A", (), {"params": list(f.values()), "trials": []})()
+    nxt = next_sweep(spec, evidence, analysis, Verdict("redesign", [], None))
+    assert nxt["space"]["model.num_layers"]["choices"] == [4, 5, 6]
+
+
+def test_a_huge_objective_still_ranks_every_failed_trial_below_every_learned_one():
+    from sweep.findings import _keys
+
+    labels = [
+        TrialLabel(number=0, outcome="learned", score=-5e6, best=-5e6, left_at=20),  # a minimized MSE, signed
+        TrialLabel(number=1, outcome="flat", score=-1e6, best=-1e6, left_at=None),
+        TrialLabel(number=2, outcome="learned", score=-4e6, best=-4e6, left_at=20),
+    ]
+    assert list(_keys(labels)[1]) == [2.0, 1.0, 3.0]

@@ -255,7 +255,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
         preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True).result()
     assert err.value.problems[0].startswith("pruner.min_resource: 30 > 24")
     code = (
-        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight, split_budget_apart; "
+        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight_apart; "
         "spec = validate_spec({'name': 'p', 'trial': {'model': {'name_or_path': 'tiny-bert'}}}); "
         "print(preflight_apart(spec).result().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
@@ -267,7 +267,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
         [
             "import sys",
             "from sweep.spec import SpecError, validate_spec",
-            "from sweep.runner import preflight, split_budget",
+            "from sweep.runner import preflight",
             "space = {'model.num_layers': {'type': 'categorical', 'choices': [2, 6, 7]}}",
             "try:",
             "    preflight(validate_spec({'name': 'p', 'space': space}))",
