@@ -133,7 +133,7 @@ def finding(evidence: Any, analysis: Any, f: Any) -> str:
             marker=MARKERS.get(lab.outcome, "o"),
             color=STATUS_COLORS.get(t.status, "#000"),
             s=70 if confirmation else 36,
-            edgecolors="#000" if confirmation else "none",
+            edgecolors="#000" if confirmation else "face",
             linewidths=1.5,
             zorder=3,
         )

@@ -100,6 +100,7 @@ def next_sweep(
         if entry is None:
             continue
         if finding.status == "blamed" and finding.blame is not None and finding.keep is not None:
+            finding = _supported(finding, evidence, analysis, changes)
             if entry["type"] == "categorical":
                 kept = [c for c in entry["choices"] if not _blamed(finding, c)]
                 if kept and kept != entry["choices"]:
@@ -141,6 +142,33 @@ def next_sweep(
         out.setdefault("trial", {}).setdefault("optim", {})["max_steps"] = max_steps * 2
         changes.append(f"trial.optim.max_steps: {max_steps * 2} (the best trials {improving} were still improving)")
     return out
+
+
+def _supported(finding: Any, evidence: Evidence, analysis: Analysis, changes: list[str]) -> Any:
+    """The finding with only the blamed stretches of a number the next sweep may cut: one its
+    confirmation moved into, or one where at least two of the search's trials failed (a single failed
+    trial there may be another parameter's doing)."""
+    if not finding.blame.numeric or len(finding.blame.intervals) < 2:
+        return finding
+    failed = {lab.number for lab in analysis.labels if lab.outcome in ("flat", "diverged")}
+    confirmed = finding.confirmation.value if finding.confirmation and finding.confirmation.confirmed else None
+
+    def holds(lo: float, hi: float) -> bool:
+        inside = [
+            t
+            for t in evidence.trials
+            if t.number in failed and t.confirmation is None and lo <= float(t.params.get(finding.param, "nan")) <= hi
+        ]
+        return len(inside) >= 2 or (confirmed is not None and lo <= float(confirmed) <= hi)
+
+    kept = [iv for iv in finding.blame.intervals if holds(*iv)]
+    if kept == finding.blame.intervals or not kept:
+        return finding
+    left = [iv for iv in finding.blame.intervals if iv not in kept]
+    changes.append(
+        f"{finding.param}: not cut at {', '.join(f'{lo:.3g}..{hi:.3g}' for lo, hi in left)} (one failed trial)"
+    )
+    return finding.model_copy(update={"blame": finding.blame.model_copy(update={"intervals": kept})})
 
 
 def _blamed(finding: Any, value: Any) -> bool:

@@ -376,3 +376,28 @@ def test_a_label_absent_from_validation_is_not_called_unlearned():
     facts = {"class_counts": {"a": 700, "b": 690, "rare": 2}, "label_names": ["a", "b", "rare"]}
     check = next(c for c in analyze(_evidence(trials, {}, **facts), None).data if c.name == "unlearned_labels")
     assert check.ok
+
+
+def test_next_sweep_cuts_only_the_blamed_stretches_two_failed_trials_or_a_confirmation_stand_behind():
+    from sweep.findings import ParamFinding, Range
+
+    space = {"optim.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}}
+    rng = np.random.default_rng(9)
+    lrs = [2e-5, 4e-5, 8e-5, 5e-4, 1e-3, 2e-3, 9e-3]
+    trials = [_trial(n, {"optim.learning_rate": lr}, 0.9 if 3e-4 < lr < 5e-3 else 0.5, rng) for n, lr in enumerate(lrs)]
+    evidence = _evidence(trials, space)
+    analysis = analyze(evidence)
+    lr = ParamFinding(
+        param="optim.learning_rate",
+        component="learning_rate",
+        status="blamed",
+        blame=Range(values=[2e-5, 9e-3], numeric=True, intervals=[(2e-5, 8e-5), (9e-3, 9e-3)], count=4),
+        keep=Range(values=[5e-4, 2e-3], numeric=True, intervals=[(5e-4, 2e-3)], count=3, num_learned=3),
+    )
+    analysis.params = [lr]
+    spec = validate_spec({"name": "s", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space})
+    verdict = judge(spec, evidence)
+    nxt = next_sweep(spec, evidence, analysis, verdict)
+    assert nxt["space"]["optim.learning_rate"]["low"] == 5e-4  # three failed trials below
+    assert nxt["space"]["optim.learning_rate"]["high"] == 1e-2  # one failed trial above: not cut
+    assert "optim.learning_rate: not cut at 0.009..0.009 (one failed trial)" in verdict.changes
