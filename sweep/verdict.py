@@ -117,6 +117,7 @@ def next_sweep(
         if finding.status == "no_evidence" and unimportant and finding.param in best and not entry.get("when"):
             space[finding.param] = {"type": "fixed", "value": best[finding.param]}
             changes.append(f"{finding.param}: fixed at {best[finding.param]} (no effect, importance < 0.05)")
+    _drop_unreachable(space, changes)
     late = [d.number for d in analysis.trials if d.diagnosis == "late_bloomer"]
     pruner = out.get("pruner", {})
     last = max((max(t.curve) for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.curve), default=0)
@@ -142,6 +143,28 @@ def next_sweep(
         out.setdefault("trial", {}).setdefault("optim", {})["max_steps"] = max_steps * 2
         changes.append(f"trial.optim.max_steps: {max_steps * 2} (the best trials {improving} were still improving)")
     return out
+
+
+def _drop_unreachable(space: dict[str, Any], changes: list[str]) -> None:
+    """A conditional parameter whose condition its parent can no longer meet (the parent fixed, or its
+    blamed choices dropped) leaves the space: it would never be sampled, and the spec would say so."""
+
+    def can_take(entry: dict[str, Any], value: Any) -> bool:
+        if entry["type"] == "fixed":
+            return bool(entry["value"] == value)
+        if entry["type"] == "categorical":
+            return value in entry["choices"]
+        if entry["type"] in ("float", "int"):
+            return isinstance(value, int | float) and entry["low"] <= value <= entry["high"]
+        return True
+
+    for path, entry in list(space.items()):
+        for cond, wanted in (entry.get("when") or {}).items():
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if cond not in space or not any(can_take(space[cond], w) for w in options):
+                del space[path]
+                changes.append(f"{path}: dropped ({cond} no longer takes {wanted!r})")
+                break
 
 
 def _supported(finding: Any, evidence: Evidence, analysis: Analysis, changes: list[str]) -> Any:

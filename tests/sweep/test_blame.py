@@ -401,3 +401,31 @@ def test_next_sweep_cuts_only_the_blamed_stretches_two_failed_trials_or_a_confir
     assert nxt["space"]["optim.learning_rate"]["low"] == 5e-4  # three failed trials below
     assert nxt["space"]["optim.learning_rate"]["high"] == 1e-2  # one failed trial above: not cut
     assert "optim.learning_rate: not cut at 0.009..0.009 (one failed trial)" in verdict.changes
+
+
+def test_next_sweep_drops_a_conditional_parameter_whose_condition_can_no_longer_hold_and_validates():
+    from sweep.findings import ParamFinding, Range
+
+    space = {
+        "loss.name": {"type": "categorical", "choices": ["cross_entropy", "focal"]},
+        "loss.gamma": {"type": "float", "low": 1.0, "high": 3.0, "when": {"loss.name": "focal"}},
+    }
+    rng = np.random.default_rng(10)
+    trials = [_trial(n, {"loss.name": "cross_entropy"}, 0.9, rng) for n in range(3)]
+    evidence = _evidence(trials, space)
+    analysis = analyze(evidence)
+    analysis.params = [
+        ParamFinding(
+            param="loss.name",
+            component="loss",
+            status="blamed",
+            blame=Range(values=["focal"], numeric=False, count=3),
+            keep=Range(values=["cross_entropy"], numeric=False, count=3, num_learned=3),
+        )
+    ]
+    spec = validate_spec({"name": "s", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space})
+    verdict = judge(spec, evidence)
+    nxt = next_sweep(spec, evidence, analysis, verdict)
+    assert nxt["space"] == {"loss.name": {"type": "categorical", "choices": ["cross_entropy"]}}
+    assert "loss.gamma: dropped (loss.name no longer takes 'focal')" in verdict.changes
+    validate_spec(nxt)  # a next sweep the verdict writes always runs
