@@ -340,8 +340,9 @@ def param_findings(
     the real cause's good values were, and a bystander then looks related. So each pair of significant
     parameters is tested again, each with the other held fixed (outcomes permuted within the other's
     winning and losing sides): one that fades (p >= ALPHA), and more than the other does, was the
-    other's doing (gone: no evidence; weaker: a suspect); where neither can be tested so, both stay. The rest are tested among the winners of the strongest parameter too; a suggestive result
-    there makes a suspect (masked by that parameter's failures), for a confirmation to decide.
+    other's doing (gone: no evidence; weaker: a suspect); where neither can be tested so, both stay.
+    The rest are tested with the strongest parameter held fixed too; a suggestive result there makes
+    a suspect (masked by that parameter's failures), for a confirmation to decide.
     """
     by_number = {t.number: t for t in evidence.trials}
     searched = searched_params(evidence)
@@ -360,9 +361,6 @@ def param_findings(
         )
         trials = [by_number[lab.number] for lab in chosen]
         return _test_param(param, evidence.space[param], trials, chosen, sign, strata)
-
-    def winners(f: ParamFinding) -> list[int]:
-        return [n for n in everyone if _on_side(f, by_number[n].params.get(f.param))]
 
     findings = {param: test(param, everyone) for param in searched}
     _judge(findings, noise)
@@ -393,18 +391,25 @@ def param_findings(
     top = min(strongest, key=lambda f: f.p_value or 1.0) if strongest else None
     suspects_only = set(demoted)
     if top is not None and top.keep is not None:
-        among = winners(top)
         for param in searched:
             if param == top.param or findings[param].status == "blamed":
                 continue
-            again = test(param, among)
+            again = test(param, everyone, side_of=top)
             before = findings[param].p_value
             clearer = before is None or (again.p_value or 1.0) < before
-            if again.p_value is not None and (top.status == "blamed" or clearer):
-                # among a significant cause's winners the others are judged there; among a suspect's,
-                # what its failures masked shows clearer (a suspect, or first in line for a spare
-                # confirmation), never a blame on that look alone
-                again.note = f"tested among the {len(among)} trials where {top.param} won"
+            if again.p_value is None:
+                continue
+            if top.status == "blamed" and not clearer:
+                # beside a significant cause, another must hold both on its own and with the cause
+                # held fixed: the weaker of the two looks is its evidence
+                again.note = f"tested with {top.param} held fixed"
+                findings[param] = again
+            elif top.status == "blamed":
+                findings[param].note = f"tested with {top.param} held fixed too (p = {again.p_value:.2g})"
+            elif clearer:
+                # with a suspect held fixed, what its failures masked shows clearer: a suspect, or
+                # first in line for a spare confirmation, never a blame on that look alone
+                again.note = f"tested with {top.param} held fixed"
                 findings[param] = again
                 if top.status != "blamed":
                     suspects_only.add(param)
@@ -443,7 +448,7 @@ def _judge(findings: Mapping[str, ParamFinding], noise: float, suspects_only: se
             1 / f.blame.count + 1 / f.keep.count
         )
         said = f"p = {f.p_value:.2g}, Holm-adjusted {f.p_adjusted:.2g}"
-        where = f"; {f.note}" if f.note.startswith("tested among") else ""
+        where = f"; {f.note}" if f.note.startswith("tested with") else ""
         if f.p_adjusted < ALPHA and beyond_noise and param not in (suspects_only or set()):
             f.status, f.evidence_kind = "blamed", "observed"
             f.note = f"significant ({said}){where}"
