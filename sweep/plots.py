@@ -127,15 +127,16 @@ def finding(evidence: Any, analysis: Any, f: Any) -> str:
         y = sign * lab.score if lab.outcome != "diverged" else (analysis.chance if analysis.chance is not None else 0.0)
         points[n] = (x, y)
         confirmation = t.confirmation is not None
+        marker = MARKERS.get(lab.outcome, "o")
+        ring = {"edgecolors": "#000", "linewidths": 1.5} if confirmation and marker != "x" else {}
         ax.scatter(
             x,
             y,
-            marker=MARKERS.get(lab.outcome, "o"),
+            marker=marker,
             color=STATUS_COLORS.get(t.status, "#000"),
             s=70 if confirmation else 36,
-            edgecolors="#000" if confirmation else "face",
-            linewidths=1.5,
             zorder=3,
+            **ring,
         )
     for n in shown:
         c = by_number[n].confirmation
