@@ -423,11 +423,12 @@ def test_time_budget_stops_trials_and_records_them_as_stopped(tmp_path):
         trial=trial,
         space={"seed": {"type": "categorical", "choices": [1, 2]}},
         pruner={"kind": "none"},
-        budget={"num_trials": 2, "max_concurrent_trials": 1, "time_budget_s": 8},
+        # (a trial worker takes 8-10 s to start on 2 busy cores: the budget leaves it time to start)
+        budget={"num_trials": 2, "max_concurrent_trials": 1, "time_budget_s": 16},
     )
     result = run_sweep(spec, echo=lambda line: None)
     assert result.counts == {"stopped": 1}  # 100000 steps never end within the budget
-    assert result.stop_reason == "the time budget (budget.time_budget_s=8) ran out: 1 of 2 trials never started"
+    assert result.stop_reason == "the time budget (budget.time_budget_s=16) ran out: 1 of 2 trials never started"
     _, trials, study = _check_tree(result)
     assert trials[0].data.tags["trial.status"] == "stopped" and trials[0].info.status == "FINISHED"
     assert study.trials[0].user_attrs["status"] == "stopped"
