@@ -9,8 +9,8 @@ rank sum; the parameter's statistic is the most extreme over its groups, both or
 allowed directions, and its p-value is that maximum's tail under random permutations of the outcomes
 over the trials (Monte Carlo, NUM_PERMUTATIONS draws, +1-corrected: a valid p, not an exact one; the
 selection over groups is inside it, as in Westfall-Young's max-T). Holm's step-down then controls the
-family-wise error over the parameters. This replaces a Bonferroni over parameters x sides x windows,
-which at 8 trials asked for a p no 8 trials can give.
+family-wise error over the parameters (a Bonferroni over parameters x sides x windows would ask, at
+8 trials, for a p no 8 trials can give).
 
 A step effect with perfect separation, 5 failed below 3 learned, gives p = 1/C(8,3) ~ 0.018 before
 the adjustments: short of significance at 8 trials. What is suggestive but not significant becomes a
