@@ -274,16 +274,25 @@ def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
         if verdict.registered
         else ""
     )
+    # (title, figure, what the reader sees when there is no figure)
     figures = [
-        ("Importance (fANOVA: a ranking, not a test)", plots.importance(analysis)),
+        (
+            "Importance (fANOVA: a ranking, not a test)",
+            plots.importance(analysis),
+            "Not ranked: fANOVA needs at least 4 compared trials (censored and confirmation trials sit out).",
+        ),
         (
             f"{spec.objective.metric} vs each parameter (at step {analysis.common_step})",
             plots.objective_vs_params(evidence, analysis),
+            "No trial reached a common step.",
         ),
-        ("Learning curves", plots.curves(evidence)),
-        ("Parallel coordinates", plots.parallel(evidence, analysis)),
+        ("Learning curves", plots.curves(evidence), "No trial reported a score."),
+        ("Parallel coordinates", plots.parallel(evidence, analysis), "No searched parameter, or no common step."),
     ]
-    body = "".join(f"<h2>{escape(title)}</h2><div class='fig'>{svg}</div>" for title, svg in figures if svg)
+    body = "".join(
+        f"<h2>{escape(title)}</h2>" + (f"<div class='fig'>{svg}</div>" if svg else f"<p class='empty'>{escape(why)}</p>")
+        for title, svg, why in figures
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sweep {escape(spec.name)}: {verdict.decision}</title>
 <style>

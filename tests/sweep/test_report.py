@@ -72,6 +72,8 @@ def test_the_reports_first_screen_is_the_verdict_the_culprit_and_a_plot_per_blam
     assert '<p class="verdict" id="verdict">ACCEPT</p>' in first
     assert '<span id="blame-top">learning_rate</span>' in first
     assert first.count("<svg") == 1 and "chance level" in first and escape(lr.sentence) in first
+    # a figure that cannot be drawn keeps its heading and says why (no fANOVA ranking here)
+    assert "<h2>Importance (fANOVA: a ranking, not a test)</h2><p class='empty'>Not ranked" in html
     md = (tmp_path / "report.md").read_text()
     assert "## Confirmed" in md and f"- **optim.learning_rate**: {lr.sentence} — {lr.confirmation.text}" in md
     assert "**Method.** Each trial is labelled" in md
