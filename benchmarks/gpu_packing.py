@@ -104,7 +104,7 @@ def spec_for(share: int, args: argparse.Namespace, work: Path) -> Any:
 
 
 def run_share(share: int, args: argparse.Namespace) -> dict[str, Any]:
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
 
     work = args.work / f"share-{share}"
     shutil.rmtree(work, ignore_errors=True)

@@ -153,7 +153,7 @@ def run_finetune_sweep(
 ) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
     from sweep.spec import load_spec
 
     data = load(size)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
     from sweep.spec import load_spec
 
     with tempfile.TemporaryDirectory() as tmp:

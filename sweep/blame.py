@@ -273,7 +273,7 @@ def analyze(
     """The whole analysis; with ``confirm_budget``, up to that many new confirmations are planned
     (``Analysis.confirmations_planned``, none for a parameter confirmed already) from the best trial
     (``best_number``, else the best completed)."""
-    sign = 1.0 if evidence.direction == "maximize" else -1.0
+    sign = evidence.direction.sign
     counts: dict[str, int] = {}
     for t in evidence.trials:
         counts[t.status] = counts.get(t.status, 0) + 1

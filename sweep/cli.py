@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep.spec import SpecError, SweepError, load_spec
+from sweep.errors import SpecError, SweepError
+from sweep.spec import load_spec
 from trainers.config import ConfigError
 
 EXIT_USER_ERROR = 2
@@ -30,7 +31,7 @@ def _env_defaults() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sweep.runner import preflight
+    from sweep.run.plan import preflight
     from sweep.warm_start import previous_sweep
 
     spec = load_spec(args.spec, args.overrides)
@@ -54,7 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from sweep.report import print_summary
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
 
     overrides = list(args.overrides)
     if args.address:
@@ -74,12 +75,12 @@ def _next(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from sweep.report import print_summary
-    from sweep.run_dir import SPEC_FILE, STATE_FILE
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
+    from sweep.run.record import require_state
+    from sweep.run_dir import SPEC_FILE
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / STATE_FILE).is_file():
-        raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
+    require_state(run_dir)
     spec = load_spec(run_dir / SPEC_FILE, args.overrides)
     result = run_sweep(spec, resume_dir=run_dir)
     print_summary(spec, result)
@@ -94,7 +95,7 @@ def _best(target: str | Path, tracking_uri: str | None = None) -> tuple[Any, Pat
     if str(target).startswith("models:/"):
         import tempfile
 
-        from sweep.secrets import resolve
+        from sweep.credentials import resolve
         from sweep.tracking import default_tracking_uri, download_registered
 
         into = Path(tempfile.mkdtemp(prefix="fsweep-model-"))
@@ -118,18 +119,17 @@ def _best(target: str | Path, tracking_uri: str | None = None) -> tuple[Any, Pat
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from sweep.run_dir import BEST_DIR, STATE_FILE
+    from sweep.run.record import has_state, read_state
+    from sweep.run_dir import BEST_DIR
     from trainers.saved import evaluate_file
 
     registered = args.run_dir.startswith("models:/")
     run_dir = Path(args.run_dir)
     record_uri = None
-    if not registered and (run_dir / STATE_FILE).is_file():  # checked before the (slow) evaluation
-        from sweep.secrets import resolve
+    if not registered and has_state(run_dir):  # checked before the (slow) evaluation
+        from sweep.credentials import resolve
 
-        record_uri = resolve(
-            args.tracking_uri or json.loads((run_dir / STATE_FILE).read_text())["tracking_uri"], "--tracking-uri"
-        )
+        record_uri = resolve(args.tracking_uri or read_state(run_dir).tracking_uri, "--tracking-uri")
     cfg, model_dir = _best(args.run_dir, args.tracking_uri)
     try:
         metrics, rows = evaluate_file(cfg, model_dir, args.file)
@@ -148,8 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if record_uri is not None:
         from sweep.tracking import record_evaluation
 
-        info = json.loads((run_dir / STATE_FILE).read_text())
-        record_evaluation(record_uri, info["parent_run_id"], stem, metrics)
+        record_evaluation(record_uri, read_state(run_dir).parent_run_id, stem, metrics)
         print(f"recorded on the sweep's MLflow run as eval_{stem}_*")
     return 0
 
@@ -187,8 +186,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
+    from sweep.credentials import resolve
     from sweep.history import HEADER, format_table, history_rows
-    from sweep.secrets import resolve
     from sweep.tracking import default_tracking_uri
 
     uri = resolve(args.tracking_uri or default_tracking_uri(args.runs_dir), "--tracking-uri")
@@ -205,16 +204,13 @@ def _latest_run(runs_dir: str, name: str) -> Path:
 
 
 def _optuna_dashboard(args: argparse.Namespace) -> int:
-    import json
-
+    from sweep.credentials import resolve
     from sweep.optuna_study import serve_dashboard
+    from sweep.run.record import read_state
     from sweep.run_dir import STATE_FILE
-    from sweep.secrets import resolve
 
     run_dir = Path(args.run_dir) if args.run_dir else _latest_run(args.runs_dir, STATE_FILE)
-    if not (run_dir / STATE_FILE).is_file():
-        raise SpecError([f"run_dir: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
-    storage = resolve(args.storage or json.loads((run_dir / STATE_FILE).read_text())["storage"], "--storage")
+    storage = resolve(args.storage or read_state(run_dir).storage, "--storage")
     print(f"optuna-dashboard for {run_dir} on http://{args.host}:{args.port} (the study is named after the sweep)")
     print("Ctrl-C stops it.", flush=True)
     try:
@@ -273,8 +269,8 @@ def _job_stop(args: argparse.Namespace) -> int:
 
 
 def _init_storage(args: argparse.Namespace) -> int:
+    from sweep.credentials import mask, resolve
     from sweep.optuna_study import create_storage
-    from sweep.secrets import mask, resolve
 
     url = resolve(args.url, "url")
     try:
@@ -408,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # our bug, or a server's error: the whole story, but never a password in it
         import traceback
 
-        from sweep.secrets import mask
+        from sweep.credentials import mask
 
         print(mask(traceback.format_exc()), file=sys.stderr, end="")
         return 1

@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sweep.errors import SweepError
 from sweep.run_dir import ray_temp_dir
-from sweep.spec import SweepError
 
 CLUSTER_DIR = "cluster"
 STATE = "cluster.json"

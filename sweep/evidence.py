@@ -5,10 +5,11 @@ secondary metrics) and the data itself (split sizes, class balance, rows shared 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sweep.direction import Direction
 from sweep.space import FixedParam
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
@@ -62,7 +63,7 @@ class DataFacts(_Model):
 class Evidence(_Model):
     sweep: str
     objective: str
-    direction: Literal["minimize", "maximize"]
+    direction: Direction
     trials: list[TrialHistory]
     data: DataFacts
     space: dict[str, dict[str, Any]] = Field(default_factory=dict, description="The spec's space section.")

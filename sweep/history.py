@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sweep.errors import SpecError
+from sweep.run.record import has_state
 from sweep.run_dir import STATE_FILE
-from sweep.spec import SpecError
 
 NEXT_FILE = "next_sweep.yaml"  # in the run dir's report/: written by the verdict (sweep.verdict.REPORT_DIR)
 HEADER = ["started", "run", "run dir", "trials", "verdict", "best", "top blame", "previous"]
@@ -22,7 +23,7 @@ def next_spec(run_dir: str | Path) -> Path:
 
     path = Path(run_dir) / REPORT_DIR / NEXT_FILE
     if not path.is_file():
-        hint = "" if (Path(run_dir) / STATE_FILE).is_file() else f" (nor {STATE_FILE}: is it a sweep's run dir?)"
+        hint = "" if has_state(run_dir) else f" (nor {STATE_FILE}: is it a sweep's run dir?)"
         raise SpecError(
             [f"run_dir: '{run_dir}' has no {REPORT_DIR}/{NEXT_FILE}{hint}; write it with: sweep report {run_dir}"]
         )
@@ -32,7 +33,7 @@ def next_spec(run_dir: str | Path) -> Path:
 def history_rows(uri: str, name: str) -> list[list[str]]:
     """One row per sweep of experiment ``name`` (``HEADER``), oldest first. SpecError when the store
     holds no sweep of that name."""
-    from sweep.secrets import mask
+    from sweep.credentials import mask
     from sweep.tracking import experiment_names, sweep_runs
 
     runs = sweep_runs(uri, name)

@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 
 from sweep.cluster import Cluster
-from sweep.secrets import mask
-from sweep.spec import SpecError, SweepError, SweepSpec
+from sweep.credentials import mask
+from sweep.errors import SpecError, SweepError
+from sweep.spec import SweepSpec
 
 # never uploaded: results, environments, caches, VCS (Ray's working_dir excludes, gitignore syntax)
 EXCLUDES = [
@@ -210,7 +211,7 @@ def submit(
 ) -> str:
     """Check the spec and its data here, then submit the sweep; returns the job id. ``installed``: run
     the finetune-sweep installed on the cluster (its image) and send only the spec."""
-    from sweep.runner import preflight
+    from sweep.run.plan import preflight
     from sweep.spec import load_spec
 
     spec = load_spec(spec_path, overrides)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from sweep.direction import Direction
 from sweep.interfaces import Bridge, Recorder
 from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
 from sweep.spec import SweepSpec
@@ -46,9 +47,9 @@ class TrialRecord:
 class TrialBook:
     """What the sweep knows of each trial, and which completed trial is best."""
 
-    def __init__(self, objective: str, direction: str) -> None:
+    def __init__(self, objective: str, direction: Direction | str) -> None:
         self.objective = objective
-        self.sign = 1.0 if direction == "minimize" else -1.0
+        self.direction = Direction(direction)
         self.trials: dict[str, TrialRecord] = {}
         self.best: TrialRecord | None = None
 
@@ -100,9 +101,9 @@ class TrialBook:
             return False
         if self.best is None or self.best is rec:
             return True
-        mine, theirs = self.sign * rec.value, self.sign * (self.best.value or 0.0)
+        mine, theirs = self.direction.score(rec.value), self.direction.score(self.best.value or 0.0)
         if mine != theirs:
-            return mine < theirs
+            return mine > theirs
         return _order(rec) < _order(self.best)
 
     def running(self) -> list[TrialRecord]:

@@ -67,7 +67,7 @@ def objective_vs_params(evidence: Any, analysis: Any) -> str:
     params = [f.param for f in analysis.params]
     if not params or analysis.common_step is None:
         return ""
-    sign = 1.0 if evidence.direction == "maximize" else -1.0
+    sign = evidence.direction.sign
     scores = scores_at(evidence.trials, analysis.common_step, sign, evidence.data.num_folds > 1)
     cols = min(3, len(params))
     rows = math.ceil(len(params) / cols)
@@ -107,7 +107,7 @@ def finding(evidence: Any, analysis: Any, f: Any) -> str:
     spec = evidence.space.get(f.param, {})
     choices = list(spec["choices"]) if spec.get("type") == "categorical" else None
     log = bool(spec.get("log"))
-    sign = 1.0 if evidence.direction == "maximize" else -1.0
+    sign = evidence.direction.sign
     shown = [n for n in labels if f.param in by_number[n].params]
     if not shown:
         return ""
@@ -128,7 +128,7 @@ def finding(evidence: Any, analysis: Any, f: Any) -> str:
         points[n] = (x, y)
         confirmation = t.confirmation is not None
         marker = MARKERS.get(lab.outcome, "o")
-        ring = {"edgecolors": "#000", "linewidths": 1.5} if confirmation and marker != "x" else {}
+        ring: dict[str, Any] = {"edgecolors": "#000", "linewidths": 1.5} if confirmation and marker != "x" else {}
         ax.scatter(
             x,
             y,
@@ -175,7 +175,7 @@ def parallel(evidence: Any, analysis: Any) -> str:
     params = [f.param for f in analysis.params]
     if not params or analysis.common_step is None:
         return ""
-    sign = 1.0 if evidence.direction == "maximize" else -1.0
+    sign = evidence.direction.sign
     scores = scores_at(evidence.trials, analysis.common_step, sign, evidence.data.num_folds > 1)
     by_number = {t.number: t for t in evidence.trials}
     axes_values: dict[str, dict[int, float]] = {}

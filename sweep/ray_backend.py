@@ -28,9 +28,10 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from sweep.errors import SweepError
 from sweep.interfaces import Bridge, Observer
 from sweep.pruners import AshaPruner
-from sweep.spec import SweepError, SweepSpec
+from sweep.spec import SweepSpec
 from sweep.status import TrialFailure, parse_final_report
 from trainers.api import TrialOutcome, is_out_of_memory
 

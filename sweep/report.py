@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sweep.secrets import without_credentials
+from sweep.credentials import without_credentials
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
 
@@ -17,11 +17,9 @@ def _fmt(value: Any) -> str:
 
 
 def summary_rows(spec: SweepSpec, result: Any) -> list[list[str]]:
-    sign = 1.0 if spec.objective.direction == "minimize" else -1.0
-
     def key(t: Any) -> tuple[int, float]:
         ok = t.status == TrialStatus.COMPLETED and t.value is not None
-        return (0 if ok else 1, sign * t.value if ok else 0.0)
+        return (0 if ok else 1, -spec.objective.direction.score(t.value) if ok else 0.0)
 
     rows = []
     for t in sorted(result.trials, key=key):
@@ -36,9 +34,8 @@ def acceptance_line(spec: SweepSpec, best: float | None) -> str:
     assert threshold is not None
     if best is None:
         return f"acceptance: no completed trial to compare with threshold {threshold}: not reached"
-    maximize = spec.objective.direction == "maximize"
-    ok = best >= threshold if maximize else best <= threshold
-    relation = (">=" if maximize else "<=") if ok else ("<" if maximize else ">")
+    ok = spec.objective.direction.reaches(best, threshold)
+    relation = spec.objective.direction.relation(ok)
     verdict = "reached" if ok else "not reached"
     return f"acceptance: best {spec.objective.metric} {best:.4g} {relation} threshold {threshold}: {verdict}"
 
@@ -290,7 +287,8 @@ def html(spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any) -> str:
         ("Parallel coordinates", plots.parallel(evidence, analysis), "No searched parameter, or no common step."),
     ]
     body = "".join(
-        f"<h2>{escape(title)}</h2>" + (f"<div class='fig'>{svg}</div>" if svg else f"<p class='empty'>{escape(why)}</p>")
+        f"<h2>{escape(title)}</h2>"
+        + (f"<div class='fig'>{svg}</div>" if svg else f"<p class='empty'>{escape(why)}</p>")
         for title, svg, why in figures
     )
     return f"""<!doctype html>

@@ -6,7 +6,7 @@ import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from pydantic import (
     BaseModel,
@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from sweep.direction import Direction
+from sweep.errors import SpecError
 from sweep.pruners import MedianPruner, PrunerSpec
 from sweep.samplers import SamplerSpec, TpeSampler
 from sweep.space import Param, TiedParam, can_take, candidate_values, compose, describe, param_rules
@@ -35,17 +37,9 @@ from trainers.config import (
 from trainers.tasks import TASKS
 
 
-class SweepError(Exception):
-    """Root of the sweep's user-facing errors."""
-
-
-class SpecError(SweepError, ConfigError):
-    """A spec (or its data) is wrong; ``problems`` has one fix-it line each. The CLI exits 2."""
-
-
 class Objective(Section):
     metric: str = Field("val_loss", description="A metric the trial reports, e.g. val_accuracy.")
-    direction: Literal["minimize", "maximize"] = "minimize"
+    direction: Direction = Field(Direction.MINIMIZE, strict=False, description="Which way the metric is better.")
 
 
 class Budget(Section):
@@ -124,7 +118,7 @@ class WarmStart(Section):
 class SecondaryMetric(Section):
     metric: str = Field(description="Another metric the trial reports, e.g. val_f1_macro.")
     threshold: float
-    direction: Literal["minimize", "maximize"] = "maximize"
+    direction: Direction = Field(Direction.MAXIMIZE, strict=False, description="Which way the metric is better.")
 
 
 class Acceptance(Section):
@@ -178,8 +172,8 @@ class SweepSpec(Section):
         return data
 
     def stored(self, **dump: Any) -> dict[str, Any]:
-        """The spec as the sweep stores and shows it: URL passwords masked (``sweep.secrets``)."""
-        from sweep.secrets import mask
+        """The spec as the sweep stores and shows it: URL passwords masked (``sweep.credentials``)."""
+        from sweep.credentials import mask
 
         out = self.model_dump(mode="json", **dump)
         for section, key in (("execution", "storage"), ("tracking", "uri")):

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sweep.blame import Analysis, analyze
+from sweep.direction import Direction
+from sweep.errors import SpecError
 from sweep.evidence import Evidence, TrialHistory
+from sweep.run.record import RunState, has_state, read_state
 from sweep.run_dir import SPEC_FILE, SPLIT_FILE, STATE_FILE
-from sweep.spec import SpecError, SweepSpec, load_spec
+from sweep.spec import SweepSpec, load_spec
 from sweep.status import TrialStatus
 
 REPORT_DIR = "report"  # run_dir/report: report.html, report.md, blame.json, next_sweep.yaml
@@ -31,20 +34,20 @@ class Verdict:
     changes: list[str] = field(default_factory=list)  # what next_sweep changed, and why
 
 
-def _reaches(value: float | None, threshold: float, direction: str) -> bool:
-    return value is not None and (value >= threshold if direction == "maximize" else value <= threshold)
+def _reaches(value: float | None, threshold: float, direction: Direction) -> bool:
+    return value is not None and direction.reaches(value, threshold)
 
 
 def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -> Verdict:
     """Accept when the best completed trial reaches every acceptance rule on a validation split that
     shares no rows with training; else redesign, saying why. ``best_number`` is the trial the sweep
     kept the model of (ties go to the trial that finished first)."""
-    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
+    sign = spec.objective.direction.sign
     done = [t for t in evidence.trials if t.status == TrialStatus.COMPLETED and t.value is not None]
     kept = [t for t in done if t.number == best_number]
     best = kept[0] if kept else max(done, key=lambda t: sign * (t.value or 0.0)) if done else None
     accept = spec.acceptance
-    metric, relation = spec.objective.metric, ">=" if spec.objective.direction == "maximize" else "<="
+    metric, relation = spec.objective.metric, spec.objective.direction.relation()
     if accept.threshold is None:
         return Verdict("redesign", ["no acceptance.threshold: set one to let a sweep accept its model"], best)
     if best is None:
@@ -58,8 +61,7 @@ def judge(spec: SweepSpec, evidence: Evidence, best_number: int | None = None) -
         s = accept.secondary
         reached = _reaches(best.secondary_value, s.threshold, s.direction)
         shown = "missing" if best.secondary_value is None else f"{best.secondary_value:.4g}"
-        sign_s = ">=" if s.direction == "maximize" else "<="
-        reasons.append(f"{s.metric} {shown} {'' if reached else 'not '}{sign_s} {s.threshold}")
+        reasons.append(f"{s.metric} {shown} {'' if reached else 'not '}{s.direction.relation()} {s.threshold}")
         ok = ok and reached
     if accept.confirm_on_test:
         reached = _reaches(best.test_value, accept.threshold, spec.objective.direction)
@@ -128,7 +130,7 @@ def next_sweep(
                 pruner[key] = min(max(int(pruner[key]), pruned_at) * 2, cap)
                 changes.append(f"pruner.{key}: {pruner[key]} ({len(late)} trials were pruned while rising)")
     diagnosis = {d.number: d.diagnosis for d in analysis.trials}
-    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
+    sign = spec.objective.direction.sign
     top = sorted(
         (
             t
@@ -230,12 +232,12 @@ class Report:
     files: list[Path]
 
 
-def _state(target: str, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
+def _state(target: str, tracking_uri: str | None) -> tuple[Path, RunState]:
     """RUN_DIR (with sweep.json) or an MLflow parent run id -> the run dir and its state."""
     run_dir = Path(target)
-    if (run_dir / STATE_FILE).is_file():
-        return run_dir, json.loads((run_dir / STATE_FILE).read_text())
-    from sweep.secrets import mask, resolve
+    if has_state(run_dir):
+        return run_dir, read_state(run_dir)
+    from sweep.credentials import mask, resolve
     from sweep.tracking import default_tracking_uri, sweep_state
 
     uri = resolve(tracking_uri or default_tracking_uri("runs"), "tracking.uri")
@@ -249,9 +251,9 @@ def _state(target: str, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]
             ]
         ) from None
     run_dir = Path(tags.get("sweep.run_dir", ""))
-    if not (run_dir / STATE_FILE).is_file():
+    if not has_state(run_dir):
         raise SpecError([f"report: run {target}'s run dir '{run_dir}' is gone; report from the machine that ran it"])
-    return run_dir, json.loads((run_dir / STATE_FILE).read_text())
+    return run_dir, read_state(run_dir)
 
 
 def make_report(
@@ -259,16 +261,16 @@ def make_report(
 ) -> Report:
     """Gather the evidence, analyze it, judge, register (accept), write and record the report."""
     from sweep import tracking
+    from sweep.credentials import resolve
     from sweep.evidence import gather
     from sweep.optuna_study import param_importances
     from sweep.report import render
-    from sweep.secrets import resolve
 
     run_dir, state = _state(str(target), tracking_uri)
     spec = load_spec(run_dir / SPEC_FILE)
-    uri = resolve(tracking_uri or state["tracking_uri"], "--tracking-uri")
-    parent_id = state["parent_run_id"]
-    study_storage = resolve(storage or state["storage"], "--storage")
+    uri = resolve(tracking_uri or state.tracking_uri, "--tracking-uri")
+    parent_id = state.parent_run_id
+    study_storage = resolve(storage or state.storage, "--storage")
     evidence, run_ids = gather(spec, study_storage, uri, parent_id, run_dir / SPLIT_FILE)
     parent_tags = tracking.sweep_state(uri, parent_id)
     kept = parent_tags.get("sweep.best_trial", "None")

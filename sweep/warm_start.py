@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.errors import SpecError
 from sweep.run_dir import SPEC_FILE, STATE_FILE
 from sweep.space import Param, can_take, sample
-from sweep.spec import SpecError, SweepSpec, load_spec
+from sweep.spec import SweepSpec, load_spec
 from trainers.config import ConfigError
 
 FROM_ATTR = "warm_start_from"  # the MLflow parent run of the sweep that ran the copied trial
@@ -162,18 +163,18 @@ def read(previous: Previous, spec: SweepSpec, storage: str) -> list[dict[str, An
     """The earlier sweep's ended trials (``optuna_study.ended_trials``), read before the new sweep writes
     anything: an unreadable study is one SpecError line. None to read when the new sweep opens the earlier
     one's own study (``storage``: the new study's URL as stored)."""
-    from sweep import optuna_study, secrets
+    from sweep import credentials, optuna_study
 
     if same_study(previous, spec, storage):
         return []
-    url = secrets.resolve(previous.storage, "warm_start.from_run")  # a masked password: SecretError, one line
+    url = credentials.resolve(previous.storage, "warm_start.from_run")  # a masked password: SecretError, one line
     shared = optuna_study.is_shared(previous.storage)
     try:
         return optuna_study.ended_trials(url, previous.spec.name, owner=previous.parent_run_id if shared else None)
     except Exception as exc:  # the earlier study is gone or unreadable: the user's to fix, in one line
         raise SpecError(
             [
-                f"warm_start.from_run: the study of '{previous.run_dir}' ({secrets.mask(previous.storage)}) cannot be "
+                f"warm_start.from_run: the study of '{previous.run_dir}' ({credentials.mask(previous.storage)}) cannot be "
                 f"read ({type(exc).__name__}); {_FIX}"
             ]
         ) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from tests.integration.browser import CHROMIUM, NO_CHROMIUM, dump_dom, free_port, screenshot, wait_for
 

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import runs_of
 from tests.integration.faults import FAULTS

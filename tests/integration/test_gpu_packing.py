@@ -4,7 +4,7 @@ CUDA_VISIBLE_DEVICES (recorded on its run as ray.cuda_visible_devices)."""
 
 import pytest
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import runs_of
 

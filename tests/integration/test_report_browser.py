@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import load_spec
 from tests.integration.browser import CHROMIUM, NO_CHROMIUM, dump_dom
 

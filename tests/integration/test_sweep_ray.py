@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray.tune import ExperimentAnalysis
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import runs_of
 from trainers.config import trial_config_from_dict

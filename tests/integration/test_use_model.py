@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep import cli
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import runs_of
 from trainers.data import load_rows, make_splits

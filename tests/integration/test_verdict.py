@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.runner import run_sweep
+from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import registered_versions
 

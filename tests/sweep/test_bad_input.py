@@ -20,7 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sweep import cli, runner
+from sweep import cli
+from sweep.run import startup
 
 ROWS = [(f"review number {i} was {'great' if i % 2 else 'awful'}", "pos" if i % 2 else "neg") for i in range(40)]
 GOOD_CSV = "text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS)
@@ -144,7 +145,7 @@ def _run(tmp: Path, spec_bytes: bytes, data: bytes, overrides: list[str]) -> tup
     os.chdir(tmp)
     try:
         with (
-            mock.patch.object(runner, "new_run_dir", side_effect=Accepted),
+            mock.patch.object(startup, "new_run_dir", side_effect=Accepted),
             contextlib.redirect_stderr(err),
             contextlib.redirect_stdout(out),
         ):

@@ -294,7 +294,7 @@ def test_acceptance_needs_every_rule_the_spec_names():
 
 
 def test_acceptance_rules_are_checked_in_the_spec():
-    from sweep.spec import SpecError
+    from sweep.errors import SpecError
 
     with pytest.raises(SpecError) as err:
         validate_spec(

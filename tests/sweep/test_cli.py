@@ -108,11 +108,12 @@ def test_predict_to_a_missing_directory_is_one_line(tmp_path):
 
 
 def test_ctrl_c_before_anything_is_recorded_is_one_line_and_exit_130(monkeypatch, capsys):
-    from sweep import cli, runner
+    import sweep.run
+    from sweep import cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    monkeypatch.setattr(sweep.run, "run_sweep", interrupted)
     assert cli.main(["run", str(REPO / "search_spaces" / "demo.yaml")]) == 130
     assert capsys.readouterr().err == "interrupted\n"

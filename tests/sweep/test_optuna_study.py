@@ -337,7 +337,7 @@ def test_the_pruners_metric_and_its_direction(pruner, expected):
 
 
 def test_pruners_without_a_metric_refuse_one_and_a_misspelt_metric_is_refused_before_any_trial():
-    from sweep.spec import SpecError
+    from sweep.errors import SpecError
 
     with pytest.raises(SpecError, match="pruner.metric: not a setting of pruner kind 'none'"):
         _spec(pruner={"kind": "none", "metric": "val_loss"})

@@ -3,7 +3,8 @@
 import optuna
 import pytest
 
-from sweep.spec import SpecError, validate_spec
+from sweep.errors import SpecError
+from sweep.spec import validate_spec
 
 
 def _spec(**parts):

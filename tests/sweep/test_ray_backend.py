@@ -7,10 +7,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweep.errors import SweepError
 from sweep.optuna_study import StudyBridge
 from sweep.ray_backend import OptunaPruningScheduler, OptunaSearcher, RecordingASHA
-from sweep.runner import last_step_of
-from sweep.spec import SweepError, validate_spec
+from sweep.run.plan import last_step_of
+from sweep.spec import validate_spec
 from sweep.status import TrialStatus
 
 # the values each fake trial reports at steps 10, 20, 30 (minimize val_loss)

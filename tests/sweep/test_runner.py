@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweep.errors import SpecError
 from sweep.observer import ModelFiles, Progress, SweepObserver, TrialBook
-from sweep.runner import preflight, split_budget
-from sweep.spec import SpecError, validate_spec
+from sweep.run.plan import preflight
+from sweep.run.runner import split_budget
+from sweep.spec import validate_spec
 from sweep.status import TrialFailure, TrialStatus
 from trainers.api import TrialOutcome
 
@@ -237,7 +239,8 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
 
     import torch  # noqa: F401  (as in a notebook: preflight_apart then checks in this process)
 
-    from sweep.runner import _last_step_in_driver, last_step_of, preflight_apart
+    from sweep.run.plan import last_step_in_driver, last_step_of
+    from sweep.run.preflight import preflight_apart
 
     spec = _plan_spec(space={"optim.batch_size": {"type": "categorical", "choices": [8, 16]}})
     pending = preflight_apart(spec, apart=True)
@@ -246,7 +249,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     here = preflight_apart(spec)
     assert here.done() and plan == preflight(spec) == here.result()  # this process has torch: checked here
     assert plan.num_train == 192
-    of = _last_step_in_driver(spec, plan)
+    of = last_step_in_driver(spec, plan)
     assert [of({"optim.batch_size": b}) for b in (8, 16)] == [
         last_step_of(spec, {"optim.batch_size": b}) for b in (8, 16)
     ]
@@ -255,7 +258,7 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
         preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True).result()
     assert err.value.problems[0].startswith("pruner.min_resource: 30 > 24")
     code = (
-        "import sys; from sweep.spec import validate_spec; from sweep.runner import preflight_apart; "
+        "import sys; from sweep.spec import validate_spec; from sweep.run.preflight import preflight_apart; "
         "spec = validate_spec({'name': 'p', 'trial': {'model': {'name_or_path': 'tiny-bert'}}}); "
         "print(preflight_apart(spec).result().max_last_step, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
@@ -266,8 +269,9 @@ def test_the_sweeps_preflight_runs_apart_so_the_driver_never_imports_torch():
     code = "\n".join(
         [
             "import sys",
-            "from sweep.spec import SpecError, validate_spec",
-            "from sweep.runner import preflight",
+            "from sweep.errors import SpecError",
+            "from sweep.spec import validate_spec",
+            "from sweep.run.plan import preflight",
             "space = {'model.num_layers': {'type': 'categorical', 'choices': [2, 6, 7]}}",
             "try:",
             "    preflight(validate_spec({'name': 'p', 'space': space}))",
@@ -305,15 +309,15 @@ class _Recorder:
 def test_the_data_checks_split_goes_to_the_run_dir_for_the_trials_and_nowhere_else(tmp_path):
     """The check (a child, or this process) writes the split trials start from to a temp file; the run dir
     takes it (the trials load it from there); what a failed start or a data mistake left goes."""
-    from sweep import runner
+    from sweep.run import preflight as checks
     from trainers.data import load_rows, load_splits
 
     spec = _plan_spec()
     cfg = spec.trial_config({})
     rows = load_rows(cfg.data, cfg.task)
-    assert runner.preflight_apart(spec, apart=False).split_file is None  # only where asked (run_sweep)
+    assert checks.preflight_apart(spec, apart=False).split_file is None  # only where asked (run_sweep)
     for apart in (True, False):
-        pending = runner.preflight_apart(spec, apart=apart, keep_split=True)
+        pending = checks.preflight_apart(spec, apart=apart, keep_split=True)
         plan = pending.result()
         assert pending.split_file is not None and pending.split_file.parent == Path(tempfile.gettempdir())
         run_dir = tmp_path / f"apart-{apart}"
@@ -325,20 +329,20 @@ def test_the_data_checks_split_goes_to_the_run_dir_for_the_trials_and_nowhere_el
         assert loaded is not None and loaded.fingerprint == plan.fingerprints["split"]
         assert len(loaded.folds[0].train) == plan.num_train == 192
         # resume: a check that wrote nothing leaves the interrupted run's split to the trials
-        assert runner.PendingPlan(plan).keep_split(run_dir) == kept
-    assert runner.PendingPlan(plan).keep_split(tmp_path) is None  # none: the trials split themselves
+        assert checks.PendingPlan(plan).keep_split(run_dir) == kept
+    assert checks.PendingPlan(plan).keep_split(tmp_path) is None  # none: the trials split themselves
     # the split trials get: the space's fixed values are theirs (a fixed split.seed here)
     fixed = _plan_spec(space={"split.seed": {"type": "fixed", "value": 7}})
-    pending = runner.preflight_apart(fixed, apart=False, keep_split=True)
+    pending = checks.preflight_apart(fixed, apart=False, keep_split=True)
     mine = load_splits(pending.keep_split(tmp_path), rows, fixed.trial_config({"split.seed": 7}).split)
     assert mine is not None and mine.fingerprint != plan.fingerprints["split"]
     # a data mistake found after the split was written, a check stopped midway: nothing is left
-    bad = runner.preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True, keep_split=True)
+    bad = checks.preflight_apart(_plan_spec(pruner={"kind": "asha", "min_resource": 30}), apart=True, keep_split=True)
     with pytest.raises(SpecError):
         bad.result()
     bad.discard()
     assert bad.split_file is not None and not bad.split_file.exists()
-    checking = runner.preflight_apart(spec, apart=True, keep_split=True)
+    checking = checks.preflight_apart(spec, apart=True, keep_split=True)
     checking.discard()
     assert checking._proc.returncode is not None and not checking.split_file.exists()
 
@@ -348,7 +352,7 @@ def test_a_sweep_that_stops_at_a_data_mistake_leaves_no_split_file(tmp_path):
 
     import torch  # noqa: F401  (the check runs in this process: the mistake is raised before Ray starts)
 
-    from sweep.runner import run_sweep
+    from sweep.run import run_sweep
 
     mine = lambda: set(Path(tempfile.gettempdir()).glob(f"fsweep-split-{os.getpid()}-*"))  # noqa: E731
     before = mine()
@@ -359,10 +363,13 @@ def test_a_sweep_that_stops_at_a_data_mistake_leaves_no_split_file(tmp_path):
 
 
 def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
-    """runner._start with Ray's start and the record's opening replaced (each fails when given an
+    """startup.start with Ray's start and the record's opening replaced (each fails when given an
     exception; ``checked``: the data check's problem): returns the call, the Ray session it would get
     and the record it would open."""
-    from sweep import ray_backend, runner
+    from sweep import ray_backend
+    from sweep.run import startup
+    from sweep.run.plan import SweepPlan
+    from sweep.run.preflight import PendingPlan
 
     session, recorder = _Session(), _Recorder()
 
@@ -375,13 +382,13 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
         planned.result()
         if opened is not None:
             raise opened
-        return runner._Opened(planned.result(), run_dir, "sqlite:///x", recorder, None)
+        return startup.Opened(planned.result(), run_dir, "sqlite:///x", recorder, None)
 
     monkeypatch.setattr(ray_backend, "start_ray", start_ray)
-    monkeypatch.setattr(runner, "_open", open_)
-    monkeypatch.setattr(runner, "new_run_dir", lambda runs_dir, name: tmp_path)
-    planned = runner.PendingPlan(runner.SweepPlan({}, 24), checked)
-    return (lambda: runner._start(_plan_spec(), planned, None)), session, recorder
+    monkeypatch.setattr(startup, "open_sweep", open_)
+    monkeypatch.setattr(startup, "new_run_dir", lambda runs_dir, name: tmp_path)
+    planned = PendingPlan(SweepPlan({}, 24), checked)
+    return (lambda: startup.start(_plan_spec(), planned, None)), session, recorder
 
 
 def test_the_sweep_starts_ray_beside_opening_its_record_and_either_failing_ends_the_other(monkeypatch, tmp_path):
@@ -415,11 +422,14 @@ def test_the_sweep_starts_ray_beside_opening_its_record_and_either_failing_ends_
 
 
 def test_a_study_that_cannot_open_ends_the_record_that_did(monkeypatch, tmp_path):
-    from sweep import optuna_study, runner
+    from sweep import optuna_study
+    from sweep.run import startup
+    from sweep.run.plan import SweepPlan
+    from sweep.run.preflight import PendingPlan
 
     recorder = _Recorder()
     recorder.parent_id = "p1"
-    monkeypatch.setattr(runner, "_open_record", lambda *args: recorder)
+    monkeypatch.setattr(startup, "open_record", lambda *args: recorder)
 
     def broken(*args, **kwargs):
         raise RuntimeError("database is locked")
@@ -427,7 +437,7 @@ def test_a_study_that_cannot_open_ends_the_record_that_did(monkeypatch, tmp_path
     monkeypatch.setattr(optuna_study, "open_study", broken)
     spec = _plan_spec(execution={"runs_dir": str(tmp_path / "runs")}, tracking={"uri": f"sqlite:///{tmp_path}/m.db"})
     with pytest.raises(RuntimeError):
-        runner._open(spec, runner.PendingPlan(runner.SweepPlan({}, 24)), tmp_path, False)
+        startup.open_sweep(spec, PendingPlan(SweepPlan({}, 24)), tmp_path, False)
     assert recorder.closed_as == (False, True)
 
 
@@ -466,7 +476,7 @@ def test_the_sweeps_start_runs_without_the_collector_and_gives_it_back(monkeypat
     or freeze is left alone."""
     import gc
 
-    from sweep import runner
+    from sweep.run import runner
 
     seen = []
 
@@ -513,7 +523,9 @@ def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_unti
     import gc
     from types import SimpleNamespace
 
-    from sweep import runner
+    from sweep.run import runner
+    from sweep.run.plan import SweepPlan
+    from sweep.run.preflight import PendingPlan
 
     seen = {}
 
@@ -526,9 +538,9 @@ def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_unti
         seen["trials"] = (gc.isenabled(), gc.get_freeze_count())
         raise RuntimeError("stop here")
 
-    plan = runner.SweepPlan({}, 1)
-    monkeypatch.setattr(runner, "preflight_apart", lambda spec, apart=None, keep_split=False: runner.PendingPlan(plan))
-    monkeypatch.setattr(runner, "_start", start)
+    plan = SweepPlan({}, 1)
+    monkeypatch.setattr(runner, "preflight_apart", lambda spec, apart=None, keep_split=False: PendingPlan(plan))
+    monkeypatch.setattr(runner, "start", start)
     monkeypatch.setattr(runner, "ModelFiles", models)
     spec = validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}})
     with pytest.raises(RuntimeError, match="stop here"):

@@ -77,7 +77,7 @@ def test_tied_parameter_follows_its_parent_and_is_not_searched():
 
 def test_tied_parameter_rules_name_the_field():
     def problems(space):
-        from sweep.spec import SpecError
+        from sweep.errors import SpecError
 
         try:
             validate_spec({"name": "t", "trial": {"model": {"name_or_path": "tiny-bert"}}, "space": space})

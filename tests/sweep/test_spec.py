@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.spec import SpecError, SweepSpec, load_spec, validate_spec
+from sweep.errors import SpecError
+from sweep.spec import SweepSpec, load_spec, validate_spec
 
 REPO = Path(__file__).parents[2]
 
@@ -125,7 +126,7 @@ def test_overrides_reach_space_entries_and_sections(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_spec_validates_with_its_data(path):
-    from sweep.runner import preflight
+    from sweep.run.plan import preflight
 
     spec = load_spec(path)
     assert isinstance(spec, SweepSpec) and spec.space
@@ -137,7 +138,7 @@ def test_every_shipped_spec_validates_with_its_data(path):
 
 
 def test_preflight_catches_data_and_depth_errors_before_ray():
-    from sweep.runner import preflight
+    from sweep.run.plan import preflight
 
     spec = validate_spec(_spec(trial={"model": {"name_or_path": "tiny-bert"}, "data": {"text_column": "body"}}))
     with pytest.raises(SpecError, match=r"trial.data.text_column: column 'body' is not in"):

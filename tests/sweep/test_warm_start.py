@@ -9,10 +9,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweep import runner
+from sweep.errors import SpecError
 from sweep.optuna_study import OWNER_ATTR, StudyBridge, open_study, study_trials
+from sweep.run import record
 from sweep.run_dir import SPEC_FILE, STATE_FILE
-from sweep.spec import SpecError, validate_spec
+from sweep.spec import validate_spec
 from sweep.status import TrialStatus
 from sweep.tracking import MlflowRecorder
 from sweep.warm_start import FROM_ATTR, NUMBER_ATTR, inside, previous_sweep, read, warm
@@ -193,7 +194,7 @@ def test_the_new_parent_run_links_the_previous_one_both_ways(tmp_path):
     spec = _spec(NEW_SPACE, warm_start={"from_run": str(prev_dir)}, tracking={"uri": uri})
     new_dir = tmp_path / "new"
     new_dir.mkdir()
-    recorder = runner._open_record(spec, new_dir, False, "sqlite:///x", {}, previous_sweep(spec))
+    recorder = record.open_record(spec, new_dir, False, "sqlite:///x", {}, previous_sweep(spec))
     client = MlflowClient(uri)
     tags = client.get_run(recorder.parent_id).data.tags
     assert tags["sweep.previous_run_id"] == first.parent_id

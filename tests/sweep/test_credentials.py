@@ -2,7 +2,7 @@
 
 import pytest
 
-from sweep import secrets
+from sweep import credentials
 from sweep.cli import main
 from sweep.spec import validate_spec
 
@@ -19,33 +19,33 @@ from sweep.spec import validate_spec
     ],
 )
 def test_mask_hides_passwords_and_keeps_references(url, shown):
-    assert secrets.mask(url) == shown
-    assert secrets.mask(f"error: cannot reach {url} (timeout)") == f"error: cannot reach {shown} (timeout)"
+    assert credentials.mask(url) == shown
+    assert credentials.mask(f"error: cannot reach {url} (timeout)") == f"error: cannot reach {shown} (timeout)"
 
 
 def test_a_password_expanded_once_is_masked_anywhere_it_appears_later(monkeypatch):
     monkeypatch.setenv("FSWEEP_T_PW", "Zebra-Crossing-91")
-    real = secrets.resolve("postgresql://u:${FSWEEP_T_PW}@db/x", "execution.storage")
+    real = credentials.resolve("postgresql://u:${FSWEEP_T_PW}@db/x", "execution.storage")
     assert real == "postgresql://u:Zebra-Crossing-91@db/x"
-    assert secrets.mask("password authentication failed for Zebra-Crossing-91") == (
+    assert credentials.mask("password authentication failed for Zebra-Crossing-91") == (
         "password authentication failed for ***"
     )
 
 
 def test_resolve_expands_env_and_refuses_masked_or_unset(monkeypatch):
     monkeypatch.delenv("FSWEEP_T_UNSET", raising=False)
-    with pytest.raises(secrets.SecretError, match=r"^tracking.uri: \$\{FSWEEP_T_UNSET\} is not set .*export"):
-        secrets.resolve("http://u:${FSWEEP_T_UNSET}@h:5000", "tracking.uri")
-    with pytest.raises(secrets.SecretError, match=r"^execution.storage: the password of .* was not stored; pass"):
-        secrets.resolve("postgresql://u:***@elsewhere/x", "execution.storage")
+    with pytest.raises(credentials.SecretError, match=r"^tracking.uri: \$\{FSWEEP_T_UNSET\} is not set .*export"):
+        credentials.resolve("http://u:${FSWEEP_T_UNSET}@h:5000", "tracking.uri")
+    with pytest.raises(credentials.SecretError, match=r"^execution.storage: the password of .* was not stored; pass"):
+        credentials.resolve("postgresql://u:***@elsewhere/x", "execution.storage")
     # a masked URL this process resolved itself gives back the real one (the verdict at a sweep's end)
-    real = secrets.resolve("postgresql://u:Quartz-Lamp-55@db/y", "execution.storage")
-    assert secrets.resolve(secrets.mask(real), "execution.storage") == real
+    real = credentials.resolve("postgresql://u:Quartz-Lamp-55@db/y", "execution.storage")
+    assert credentials.resolve(credentials.mask(real), "execution.storage") == real
 
 
 def test_without_credentials_gives_an_address_to_open():
-    assert secrets.without_credentials("http://alice:pw@mlflow:5000/") == "http://mlflow:5000/"
-    assert secrets.without_credentials("http://mlflow:5000") == "http://mlflow:5000"
+    assert credentials.without_credentials("http://alice:pw@mlflow:5000/") == "http://mlflow:5000/"
+    assert credentials.without_credentials("http://mlflow:5000") == "http://mlflow:5000"
 
 
 def test_the_stored_spec_masks_both_urls():
@@ -81,13 +81,15 @@ def test_resume_of_a_run_dir_whose_password_was_not_stored_is_one_line(tmp_path,
 
 def test_env_passwords_with_url_characters_are_encoded_and_still_masked(monkeypatch):
     monkeypatch.setenv("FSWEEP_T_ODD", "ab/c#d@e%f")
-    real = secrets.resolve("postgresql://u:${FSWEEP_T_ODD}@db:5432/x", "execution.storage")
+    real = credentials.resolve("postgresql://u:${FSWEEP_T_ODD}@db:5432/x", "execution.storage")
     assert real == "postgresql://u:ab%2Fc%23d%40e%25f@db:5432/x"
-    assert secrets.mask(real) == "postgresql://u:***@db:5432/x"
-    assert secrets.mask("could not connect with ab/c#d@e%f") == "could not connect with ***"
+    assert credentials.mask(real) == "postgresql://u:***@db:5432/x"
+    assert credentials.mask("could not connect with ab/c#d@e%f") == "could not connect with ***"
     # outside the password the value is used as it is
     monkeypatch.setenv("FSWEEP_T_HOST", "db.internal")
-    assert secrets.resolve("postgresql://u@${FSWEEP_T_HOST}/x", "execution.storage") == "postgresql://u@db.internal/x"
+    assert (
+        credentials.resolve("postgresql://u@${FSWEEP_T_HOST}/x", "execution.storage") == "postgresql://u@db.internal/x"
+    )
 
 
 def test_an_unreachable_tracking_server_does_not_print_its_password(tmp_path, capsys, monkeypatch):

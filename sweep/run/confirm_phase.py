@@ -10,21 +10,21 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sweep import secrets
+from sweep import credentials
 from sweep.run_dir import SPLIT_FILE
 from sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
     from sweep.observer import Progress, SweepObserver, TrialRecord
     from sweep.optuna_study import StudyBridge
-    from sweep.runner import _Opened
+    from sweep.run.startup import Opened
 
 Echo = Callable[[str], None]
 
 
 def run(
     spec: SweepSpec,
-    opened: _Opened,
+    opened: Opened,
     best: TrialRecord | None,
     observer: SweepObserver,
     progress: Progress,
@@ -51,7 +51,7 @@ def run(
         num = queue(
             spec,
             opened.bridge,
-            storage=secrets.resolve(opened.stored_storage, "execution.storage"),
+            storage=credentials.resolve(opened.stored_storage, "execution.storage"),
             tracking_uri=recorder.uri,
             parent_id=recorder.parent_id,
             split_file=split if split.is_file() else None,

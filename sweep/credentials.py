@@ -12,7 +12,7 @@ import os
 import re
 from urllib.parse import quote
 
-from sweep.spec import SweepError
+from sweep.errors import SecretError
 
 MASK = "***"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -22,10 +22,6 @@ _QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|token|secret)=)(?P<sec
 _QUERY_KEY = re.compile(r"[?&](?:password|passwd|pwd|token|secret)=$", re.IGNORECASE)
 _known: dict[str, str] = {}  # masked URL -> the URL it stands for, for this process only
 _raw: set[str] = set()  # values of ${ENV_VAR}s expanded into URLs (masked wherever they appear)
-
-
-class SecretError(SweepError):
-    """A URL whose password is not available (masked in the record, or an unset ${ENV_VAR})."""
 
 
 def _secrets_in(url: str) -> list[str]:
