@@ -54,8 +54,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sweep.report import print_summary
     from sweep.run import run_sweep
+    from sweep.summary import print_summary
 
     overrides = list(args.overrides)
     if args.address:
@@ -74,10 +74,10 @@ def _next(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from sweep.report import print_summary
     from sweep.run import run_sweep
     from sweep.run.record import require_state
     from sweep.run_dir import SPEC_FILE
+    from sweep.summary import print_summary
 
     run_dir = Path(args.run_dir)
     require_state(run_dir)

@@ -264,7 +264,7 @@ def make_report(
     from sweep.credentials import resolve
     from sweep.evidence import gather
     from sweep.optuna_study import param_importances
-    from sweep.report import render
+    from sweep.report import render, short_lines
 
     run_dir, state = _state(str(target), tracking_uri)
     spec = load_spec(run_dir / SPEC_FILE)
@@ -320,40 +320,3 @@ def make_report(
         echo(line)
     echo(f"report: {out / 'report.html'}")
     return Report(run_dir, verdict, analysis, files)
-
-
-def finding_line(f: Any) -> str:
-    """One parameter's finding as a line: what it says, its counts, its test and its confirmation."""
-    p = "" if f.p_value is None else f" (p = {f.p_value:.2g}, Holm {f.p_adjusted:.2g})"
-    if f.status == "blamed":
-        how = "confirmed" if f.evidence_kind == "confirmed" else "observed"
-        text = f"BLAME {f.blame.label()}, keep {f.keep.label()} [{how}] — {f.sentence}{p}"
-    elif f.status == "suspect":
-        text = f"suspect, not confirmed — {f.sentence}{p}"
-    else:
-        text = f"no evidence — {f.note}"
-    if f.confirmation is not None:
-        text += f"; confirmation: {f.confirmation.text}"
-    return f"{f.param}: {text}"
-
-
-def short_lines(analysis: Analysis, verdict: Verdict) -> list[str]:
-    """The terminal's short version."""
-    lines = [f"verdict: {verdict.decision.upper()} — " + "; ".join(verdict.reasons)]
-    if verdict.registered:
-        lines.append(f"registered: model '{verdict.registered[0]}' version {verdict.registered[1]} (alias candidate)")
-    lines.append(f"blame: {analysis.blame_top} — {analysis.blame_reason}")
-    order = {"blamed": 0, "suspect": 1, "no_evidence": 2}
-    for f in sorted(analysis.params, key=lambda f: (order[f.status], f.p_value or 1.0)):
-        lines.append(f"  {finding_line(f)}")
-    flat = [d.number for d in analysis.trials if d.diagnosis == "flat"]
-    if flat:
-        lines.append(f"  flat (never left chance level {analysis.chance:.3g}): trials {', '.join(map(str, flat))}")
-    if analysis.comparison is not None:
-        lines.append(f"  {analysis.comparison.text}")
-    for check in analysis.data:
-        if not check.ok and check.name != "validation_size":  # that one is the comparison line above
-            lines.append(f"  data: {check.detail}")
-    for change in verdict.changes:
-        lines.append(f"  next sweep: {change}")
-    return lines
