@@ -39,9 +39,11 @@ sweep: setup
 validate: setup
 	$(BIN)/sweep validate $(SPEC)
 
+# everything: real Ray, MLflow, PostgreSQL and Chromium (CI runs it); the slowest tests are listed at the end
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
+# on every change: no Ray, no servers, no sweeps in subprocesses (tests/fast_tier/ refuses them)
 test-fast: setup
 	$(BIN)/pytest -q -m "not integration"
 

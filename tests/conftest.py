@@ -14,3 +14,29 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 # (`make test &`) has SIGINT ignored, and children inherit an ignored signal: restore the default here.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_configure(config):
+    """The fast tier (``-m "not integration"``) starts no Ray and no server, in this process or any it
+    starts: tests/fast_tier/sitecustomize.py refuses them (an audit hook on subprocess starts)."""
+    if config.option.markexpr.replace(" ", "") != "notintegration":
+        return
+    guard = os.path.join(os.path.dirname(__file__), "fast_tier")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (guard, os.environ.get("PYTHONPATH")) if p)
+    import runpy
+
+    runpy.run_path(os.path.join(guard, "sitecustomize.py"))  # this process: the same guard
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.needs(problem)``: a test that needs a tool this machine may lack (Chromium,
+    PostgreSQL). ``problem`` is None when the tool is there; else the test is skipped, saying why — except
+    under CI=true, where a missing tool fails the run (CI installs them all)."""
+    import pytest
+
+    for mark in item.iter_markers("needs"):
+        problem = mark.args[0] if mark.args else None
+        if problem:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true and this test cannot run: {problem}", pytrace=False)
+            pytest.skip(problem)

@@ -20,7 +20,7 @@ REPO = Path(__file__).parents[2]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("shared_ray"),
-    pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM),
+    pytest.mark.needs(NO_CHROMIUM if CHROMIUM is None else None),
 ]
 
 

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright  # (the dev extra; drives the system chromium)
 
 from tests.integration.browser import CHROMIUM, NO_CHROMIUM
 
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright (pip, the dev extra) drives the browser")
 REPO = Path(__file__).parents[2]
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
+pytestmark = [pytest.mark.integration, pytest.mark.needs(NO_CHROMIUM if CHROMIUM is None else None)]
 
 SPEC = (
     "name: watchray\n"

@@ -20,7 +20,7 @@ from tests.integration.servers import can_run_postgres, mlflow_server, postgres
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(bool(can_run_postgres()), reason=can_run_postgres() or "ok"),
+    pytest.mark.needs(can_run_postgres() or None),
 ]
 
 PG_PASSWORD = "pg-Secret-4711"
