@@ -13,8 +13,8 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup sweep validate test test-fast quality style bench bench-all mlflow-ui dashboard optuna-dashboard clean demo-data \
-	submit cluster-up cluster-down bench-quick bench-start bench-trial bench-gpu
+.PHONY: setup sweep validate test test-fast quality style docs bench bench-all mlflow-ui dashboard optuna-dashboard clean \
+	demo-data submit cluster-up cluster-down bench-quick bench-start bench-trial bench-gpu
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
@@ -53,6 +53,10 @@ quality: setup
 style: setup
 	$(BIN)/ruff check --fix sweep trainers tests benchmarks
 	$(BIN)/ruff format sweep trainers tests benchmarks
+
+# the spec reference (docs/spec.md) and its JSON Schema for editors (docs/spec.schema.json), from sweep/spec.py
+docs: setup
+	$(BIN)/python -m sweep.spec_docs
 
 # finetune-sweep vs three baselines on ../shared/bench/TASK.md, 3 seeds each (~40 minutes a seed on 2
 # cores), plus finetune-sweep with each of the full task's speed-ups taken back (before/after, paired on
