@@ -1,5 +1,5 @@
-"""The docs stay true: the spec reference and schema are what the models generate, and every shipped
-spec validates against the schema."""
+"""The docs stay true: the spec reference and schema are what the models generate, every shipped spec
+validates against the schema, and the README is a short guide whose links lead somewhere."""
 
 import json
 import re
@@ -68,3 +68,20 @@ def test_the_schema_accepts_what_load_spec_accepts(text, valid, tmp_path, valida
     else:
         with pytest.raises(SpecError):
             load_spec(path)
+
+
+README = REPO / "README.md"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_the_readme_is_a_short_guide():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines: move details into docs/"
+
+
+@pytest.mark.parametrize("page", [README, *sorted((REPO / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_relative_links_point_to_files_that_exist(page):
+    targets = LINK.findall(page.read_text(encoding="utf-8"))
+    local = [t.split("#", 1)[0] for t in targets if not re.match(r"^[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in local if t and not (page.parent / t).exists()]
+    assert missing == [], f"{page.name} links to files that do not exist"
