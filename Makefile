@@ -13,8 +13,8 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup sweep validate test test-fast quality style bench bench-all mlflow-ui dashboard optuna-dashboard clean demo-data \
-	submit cluster-up cluster-down bench-quick bench-start bench-trial bench-gpu
+.PHONY: setup sweep validate test test-fast quality style docs bench bench-all mlflow-ui dashboard optuna-dashboard clean \
+	demo-data submit cluster-up cluster-down bench-quick bench-start bench-trial bench-gpu
 
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
@@ -56,9 +56,13 @@ style: setup
 	$(BIN)/ruff check --fix sweep trainers tests benchmarks
 	$(BIN)/ruff format sweep trainers tests benchmarks
 
+# the spec reference (docs/spec.md) and its JSON Schema for editors (docs/spec.schema.json), from sweep/spec.py
+docs: setup
+	$(BIN)/python -m sweep.spec_docs
+
 # finetune-sweep vs three baselines on ../shared/bench/TASK.md, 3 seeds each (~40 minutes a seed on 2
 # cores), plus finetune-sweep with each of the full task's speed-ups taken back (before/after, paired on
-# VARIANT_SEEDS, ~4 minutes each); writes benchmarks/results/ and README.md's Performance table.
+# VARIANT_SEEDS, ~4 minutes each); writes benchmarks/results/ and the table in docs/performance.md.
 # SEEDS="0" for a first look; BENCH_VARIANTS= for the four methods alone. The start-up speed-ups are
 # bench-start's (one seed of the full task says little about a start); bench-all runs every variant too.
 SEEDS ?= 0 1 2
@@ -67,10 +71,10 @@ BENCH_VARIANTS ?= finetune-sweep/fp32 finetune-sweep/acc-pruner finetune-sweep/o
 	finetune-sweep/ideep-1024 finetune-sweep/glibc-workers finetune-sweep/tbx-logger finetune-sweep/no-dashboard
 bench: setup
 	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) \
-		--methods finetune-sweep random ray-asha hf-trainer $(BENCH_VARIANTS) --variant-seeds $(VARIANT_SEEDS) --readme
+		--methods finetune-sweep random ray-asha hf-trainer $(BENCH_VARIANTS) --variant-seeds $(VARIANT_SEEDS) --docs
 
 bench-all: setup
-	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) --all --variant-seeds $(VARIANT_SEEDS) --readme
+	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) --all --variant-seeds $(VARIANT_SEEDS) --docs
 
 # the same harness, CI-sized (a few minutes): says the harness and every method work, not which is faster
 bench-quick: setup
@@ -99,7 +103,7 @@ demo-data: setup
 	$(BIN)/python -m trainers.demo
 
 mlflow-ui: setup
-	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) — open the experiment named after the sweep (Ctrl-C stops it)"
+	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) — open the experiment named after the sweep and add ?workflowType=machine_learning to its address for its runs (Ctrl-C stops it)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
 		--backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 

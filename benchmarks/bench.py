@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PSS_EVERY = 4  # read PSS every 4th sample (2 s), RSS every sample
 BUSY_LIMIT = 0.05  # foreign CPU share above which timings are not compared
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PERFORMANCE_PAGE = REPO / "docs" / "performance.md"
+TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def _machine_busy() -> float:
@@ -329,13 +330,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
 
 
-def update_readme(text: str) -> None:
-    readme = REPO / "README.md"
-    content = readme.read_text()
-    if README_START in content and README_END in content:
-        head, rest = content.split(README_START, 1)
-        _, tail = rest.split(README_END, 1)
-        readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+def update_docs(text: str, page: Path = PERFORMANCE_PAGE) -> None:
+    """Put ``text`` between the page's table markers, in place of the table there (docs/performance.md)."""
+    content = page.read_text(encoding="utf-8")
+    if TABLE_START not in content or TABLE_END not in content:
+        raise ValueError(f"{page}: no {TABLE_START} ... {TABLE_END} lines; add them where the latest table goes")
+    head, rest = content.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    page.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{tail}", encoding="utf-8")
 
 
 # a process's role (``_label``) -> its part of the start, in ``start_cpu_lines``
@@ -399,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the variants on these seeds only (default: every seed); each is compared with "
         "finetune-sweep on the same seeds",
     )
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md's Performance section")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/performance.md (its latest run)")
     args = parser.parse_args(argv)
     if args.all:
         args.methods = METHODS + list(VARIANTS)
@@ -442,8 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "summary.json").write_text(json.dumps({"header": header, "runs": runs, "table": text}, indent=1))
     (out_dir / "summary.md").write_text(text + "\n")
     print(f"\nresults: {out_dir}")
-    if args.readme:
-        update_readme(text)
+    if args.docs:
+        try:
+            update_docs(text)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     return 0
 
 

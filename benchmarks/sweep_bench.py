@@ -1,4 +1,4 @@
-"""`make bench` (part 2): the demo sweep's wall time and where each trial's time goes.
+"""`make bench-trial` (part 2): the demo sweep's wall time and where each trial's time goes.
 
 Runs search_spaces/demo.yaml (real MiniLM, real Ray, MLflow, Optuna) in a temporary directory and
 prints: sweep wall time, trials by status, mean seconds from a trial's start to its first report, the

@@ -1,4 +1,4 @@
-"""`make bench`: where a trial's time and memory go, for the real MiniLM on this machine.
+"""`make bench-trial`: where a trial's time and memory go, for the real MiniLM on this machine.
 
 Each adaptation runs in its own process (peak RSS is per process) and runs two trials back to back,
 so the second shows what the in-process caches (tokenized data, base weights) save.

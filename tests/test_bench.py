@@ -293,3 +293,19 @@ def test_the_gpu_packing_sweep_is_the_sst2_spec_with_k_trials_sharing_one_gpu_an
     assert spec.trial_template()["model"]["name_or_path"] == str(tmp_path / "model")
     assert set(spec.space) >= {"optim.learning_rate", "model.num_layers", "loss.name", "adaptation.r"}
     assert spec.sampler.kind == "tpe" and not spec.execution.dashboard
+
+
+def test_the_latest_table_goes_between_the_performance_pages_markers(tmp_path):
+    """`make bench` (--docs) replaces docs/performance.md's latest table and keeps the rest of the page."""
+    from benchmarks import bench
+
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Performance\n\nhow\n\n{bench.TABLE_START}\nold table\n{bench.TABLE_END}\n\n## History\n")
+    bench.update_docs("new table", page)
+    assert (
+        page.read_text() == f"# Performance\n\nhow\n\n{bench.TABLE_START}\nnew table\n{bench.TABLE_END}\n\n## History\n"
+    )
+    page.write_text("# Performance\n")
+    with pytest.raises(ValueError, match="add them where the latest table goes"):
+        bench.update_docs("new table", page)
+    assert bench.PERFORMANCE_PAGE.relative_to(bench.REPO).as_posix() == "docs/performance.md"
