@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from sweep.errors import SpecError, SweepError
 from sweep.spec import load_spec
@@ -87,94 +84,27 @@ def _resume(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-def _best(target: str | Path, tracking_uri: str | None = None) -> tuple[Any, Path]:
-    """The chosen model of a run dir (or a registered ``models:/NAME@ALIAS``): its trial config and weights."""
-    from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
-    from trainers.config import load_trial_config
-
-    if str(target).startswith("models:/"):
-        import tempfile
-
-        from sweep.credentials import resolve
-        from sweep.tracking import default_tracking_uri, download_registered
-
-        into = Path(tempfile.mkdtemp(prefix="fsweep-model-"))
-        try:
-            uri = resolve(tracking_uri or default_tracking_uri("runs"), "--tracking-uri")
-            download_registered(uri, str(target), into)
-        except ValueError as exc:
-            raise SpecError([f"model: {exc}; list versions in the MLflow UI (make mlflow-ui)"]) from None
-        return load_trial_config(into / BEST_CONFIG), into / BEST_MODEL
-    run_dir = Path(target)
-    best = run_dir / BEST_DIR
-    if not (best / BEST_CONFIG).is_file() or not (best / BEST_MODEL).is_dir():
-        raise SpecError(
-            [
-                f"run_dir: '{run_dir}' holds no best model ({BEST_DIR}/{BEST_MODEL}); pass the run dir of a finished sweep"
-            ]
-        )
-    return load_trial_config(best / BEST_CONFIG), best / BEST_MODEL
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
+    from sweep.chosen_model import evaluate
 
-    from sweep.run.record import has_state, read_state
-    from sweep.run_dir import BEST_DIR
-    from trainers.saved import evaluate_file
-
-    registered = args.run_dir.startswith("models:/")
-    run_dir = Path(args.run_dir)
-    record_uri = None
-    if not registered and has_state(run_dir):  # checked before the (slow) evaluation
-        from sweep.credentials import resolve
-
-        record_uri = resolve(args.tracking_uri or read_state(run_dir).tracking_uri, "--tracking-uri")
-    cfg, model_dir = _best(args.run_dir, args.tracking_uri)
-    try:
-        metrics, rows = evaluate_file(cfg, model_dir, args.file)
-    finally:
-        if registered:  # the version's files were downloaded for this evaluation only
-            shutil.rmtree(model_dir.parent, ignore_errors=True)
-    stem = re.sub(r"[^\w.-]", "_", Path(args.file).stem)
-    print(f"{args.file}: {rows} rows")
-    for key, value in metrics.items():
+    done = evaluate(args.run_dir, args.file, args.tracking_uri)
+    print(f"{args.file}: {done.num_rows} rows")
+    for key, value in done.metrics.items():
         print(f"  {key:<16} {value:.4f}")
-    if registered:
-        return 0  # no run dir to write to
-    (run_dir / BEST_DIR / f"eval_{stem}.json").write_text(
-        json.dumps({"file": str(args.file), "num_rows": rows, **metrics}, indent=1)
-    )
-    if record_uri is not None:
-        from sweep.tracking import record_evaluation
-
-        record_evaluation(record_uri, read_state(run_dir).parent_run_id, stem, metrics)
-        print(f"recorded on the sweep's MLflow run as eval_{stem}_*")
+    if done.recorded_as:
+        print(f"recorded on the sweep's MLflow run as {done.recorded_as}*")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import csv
-
     from tqdm import tqdm
 
-    from trainers.saved import predict_file
+    from sweep.chosen_model import predict
 
     out = Path(args.out or f"{Path(args.file).stem}.predictions.csv")
-    if not out.parent.is_dir():
-        raise SpecError([f"--out: directory '{out.parent}' does not exist; create it or choose another path"])
-    cfg, model_dir = _best(args.run_dir)
-    try:
-        with tqdm(unit="row", desc="predict", disable=None) as bar:
-            header, rows = predict_file(cfg, model_dir, args.file, on_batch=bar.update)
-    finally:
-        if args.run_dir.startswith("models:/"):  # downloaded for this run only
-            shutil.rmtree(model_dir.parent, ignore_errors=True)
-    with out.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    print(f"{len(rows)} predictions in {out}")
+    with tqdm(unit="row", desc="predict", disable=None) as bar:
+        num_rows = predict(args.run_dir, args.file, out, on_batch=bar.update)
+    print(f"{num_rows} predictions in {out}")
     return 0
 
 

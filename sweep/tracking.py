@@ -41,8 +41,8 @@ def default_tracking_uri(runs_dir: str) -> str:
 
 
 def load_store(uri: str) -> None:
-    """Import the MLflow store ``uri`` needs without opening it (nothing is written): ~0.75 s of the first
-    record's opening, done while the sweep waits for its data check."""
+    """Import the MLflow store ``uri`` needs without opening it (nothing is written), so that part of the
+    first record's opening happens while the sweep waits for its data check."""
     import importlib
 
     scheme = uri.split(":", 1)[0].split("+", 1)[0]

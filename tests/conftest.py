@@ -21,11 +21,29 @@ def pytest_configure(config):
     starts: tests/fast_tier/sitecustomize.py refuses them (an audit hook on subprocess starts)."""
     if config.option.markexpr.replace(" ", "") != "notintegration":
         return
+    import tempfile
+
     guard = os.path.join(os.path.dirname(__file__), "fast_tier")
+    fd, log = tempfile.mkstemp(prefix="fsweep-fast-tier-", suffix=".log")
+    os.close(fd)
+    os.environ["FSWEEP_FAST_TIER_LOG"] = config._fast_tier_log = log
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (guard, os.environ.get("PYTHONPATH")) if p)
     import runpy
 
     runpy.run_path(os.path.join(guard, "sitecustomize.py"))  # this process: the same guard
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier fails when any of its tests (or a process one started) tried to start Ray or a server."""
+    log = getattr(session.config, "_fast_tier_log", None)
+    if log is None:
+        return
+    with open(log) as f:
+        refused = sorted(set(f.read().splitlines()))
+    os.unlink(log)
+    if refused:
+        print("\nthe fast tier must start no Ray and no server; mark these integration:\n  " + "\n  ".join(refused))
+        session.exitstatus = 1
 
 
 def pytest_runtest_setup(item):

@@ -91,8 +91,8 @@ class PendingPlan:
 def preflight_apart(spec: SweepSpec, apart: bool | None = None, keep_split: bool = False) -> PendingPlan:
     """Start ``preflight`` in a child process and return at once; ``result()`` waits for its plan (raising
     SpecError as preflight does). The driver meanwhile imports Ray, Optuna and MLflow and starts Ray, and
-    never imports torch or transformers for the sweep (the child does, and exits): ~350 MB less held while
-    trials run.
+    never imports torch or transformers for the sweep (the child does, and exits), so it holds less memory
+    while trials run.
 
     ``apart=None``: in a child unless this process has torch already (a notebook, tests), where checking
     here costs no memory and saves the child's imports. ``keep_split``: the check also writes the data's

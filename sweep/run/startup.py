@@ -126,12 +126,11 @@ def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tup
 @contextlib.contextmanager
 def collector_paused_for_start() -> Iterator[Callable[[], None]]:
     """Python's cyclic collector stays off while the sweep starts: the imports, MLflow's schema and Ray's
-    start made it run ~420 times (~1 CPU-s beside Ray's own start on 2 cores), and it found little. The
-    ``started`` it yields, called as the trials are about to start, freezes what exists then (turned on
-    unfrozen, it spent ~0.45 s walking the start's objects right then, on the way to the first trial) and
-    turns the collector on; at the sweep's end the frozen objects are the collector's again. A caller
-    that paused or froze it already keeps it as it is. (The data check's child imports without it, and
-    so does each trial worker of a local Ray the sweep starts: ``ray_backend.warm_worker``.)"""
+    start make many long-lived objects and would set it off again and again, finding little. The
+    ``started`` it yields, called as the trials are about to start, freezes what exists then (so the
+    collector does not walk the start's objects on the way to the first trial) and turns the collector
+    on; at the sweep's end the frozen objects are the collector's again. A caller that paused or froze
+    it already keeps it as it is. (The data check's child imports without it too.)"""
     if not gc.isenabled() or gc.get_freeze_count():
         yield lambda: None
         return
