@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.spec import SpecError, SweepError, load_spec
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 EXIT_USER_ERROR = 2
 

@@ -83,7 +83,7 @@ def preflight(spec: SweepSpec, split_file: Path | None = None) -> SweepPlan:
     """Load the data and check the model against every value the space can give, before any trial
     starts: a data mistake is exit code 2, not N failed trials. With ``split_file``, the split trials
     start from is written there (``_save_split``), for them to load (``trainers.data.load_splits``)."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
     from trainers.plan import plan_trial
 
     try:
@@ -250,7 +250,8 @@ def _preflight_child() -> None:
     those objects and turns it on for reading the data."""
     import dataclasses
 
-    import trainers.data  # (pandas, numpy)
+    import trainers.data.read  # (pandas, numpy)
+    import trainers.data.split
     import trainers.plan  # noqa: F401
 
     gc.freeze()
@@ -268,7 +269,7 @@ def _preflight_child() -> None:
 def _last_step_in_driver(spec: SweepSpec, plan: SweepPlan) -> Callable[[Mapping[str, Any]], int | None]:
     """``last_step_of`` without reading the data or the model again (both checked by preflight for every
     value of the space): torch stays out of the driver. A space over data or split reads them again."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
     from trainers.plan import last_step
 
     if any(path.startswith(("data.", "split.")) for path in spec.space):
@@ -299,7 +300,7 @@ def _max_last_step(spec: SweepSpec, template_last: int) -> int:
 
 def last_step_of(spec: SweepSpec, params: Mapping[str, Any]) -> int | None:
     """The step of one trial's final report; None when the trial will reject its parameters."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
     from trainers.plan import plan_trial
 
     try:

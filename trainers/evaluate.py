@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.data import Encoded
+from trainers.data.encode import Encoded
 from trainers.losses import IGNORE_INDEX
 
 _precision = "auto"

@@ -17,12 +17,17 @@ import numpy as np
 import torch
 from transformers import get_scheduler, set_seed
 
-from trainers import data as data_mod
 from trainers import models
 from trainers.api import EvalRecord, FoldOutcome, Reporter, Timings, TrialOutcome, TrialPruned
-from trainers.config import ConfigError, TrialConfig
+from trainers.config import TrialConfig
+from trainers.data.encode import Encoded, encode
+from trainers.data.read import load_rows
+from trainers.data.rows import Rows
+from trainers.data.split import Fold, Splits, splits_for
+from trainers.errors import ConfigError
 from trainers.evaluate import autocast, set_precision
-from trainers.plan import total_steps
+from trainers.model_files import load_tokenizer
+from trainers.plan import check_layers, total_steps
 from trainers.tasks import Task, get_task
 
 
@@ -41,9 +46,9 @@ class _Prepared:
     """Everything a fold's training needs, built once per trial (and cached across trials)."""
 
     task: Task
-    rows: data_mod.Rows
-    splits: data_mod.Splits
-    enc: data_mod.Encoded
+    rows: Rows
+    splits: Splits
+    enc: Encoded
     tokenizer: Any
     device: torch.device
 
@@ -75,7 +80,7 @@ def limit_kernel_cache() -> None:
 
 def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = None) -> _Prepared:
     """Every check that can fail on user input runs here, before the first training step. ``split_file``:
-    where the sweep saved its data's split (``trainers.data.save_splits``); used when it is this trial's."""
+    where the sweep saved its data's split (``trainers.data.split.save_splits``); used when it is this trial's."""
     limit_kernel_cache()
     device = pick_device(cfg.device)
     if cfg.num_threads is not None:
@@ -83,15 +88,15 @@ def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = 
     set_precision(cfg.precision)
     task = get_task(cfg.task)
     t0 = time.perf_counter()
-    rows = data_mod.load_rows(cfg.data, cfg.task)
-    splits = data_mod.splits_for(rows, cfg.split, Path(split_file) if split_file else None)
-    tokenizer = models.load_tokenizer(cfg.model.name_or_path)
-    models.check_layers(cfg)
+    rows = load_rows(cfg.data, cfg.task)
+    splits = splits_for(rows, cfg.split, Path(split_file) if split_file else None)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    check_layers(cfg)
     # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
     models.cached_base_model(cfg.model.name_or_path, task, task.num_outputs(rows))
     timings.load_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    enc = data_mod.encode(rows, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
+    enc = encode(rows, task.tokenize, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
     timings.tokenize_s += time.perf_counter() - t0
     return _Prepared(task, rows, splits, enc, tokenizer, device)
 
@@ -149,7 +154,7 @@ def _batches(train: np.ndarray, batch_size: int, seed: int) -> Any:
 
 
 def _fit_one(
-    cfg: TrialConfig, prep: _Prepared, fold: data_mod.Fold, reporter: Reporter, timings: Timings, index: int
+    cfg: TrialConfig, prep: _Prepared, fold: Fold, reporter: Reporter, timings: Timings, index: int
 ) -> tuple[FoldOutcome, torch.nn.Module]:
     """Train one model on ``fold.train``, validating on ``fold.val`` every eval_every_steps and at the end."""
     set_seed(cfg.seed)
