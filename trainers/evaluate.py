@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainers._compat import cpu_has_bf16
 from trainers.data.encode import Encoded
 from trainers.losses import IGNORE_INDEX
 
@@ -22,11 +23,6 @@ def set_precision(precision: str) -> None:
     """The process's forward-pass precision (a trial's ``precision``): 'auto', 'fp32' or 'bf16'."""
     global _precision
     _precision = precision
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU; elsewhere bf16 is emulated and slower than fp32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def autocast(device: torch.device) -> AbstractContextManager[Any]:
