@@ -62,12 +62,9 @@ class _Prepared:
 
 # torch's CPU kernels keep a compiled oneDNN primitive per op and input shape in two caches: oneDNN's
 # own (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and ideep's, which torch's bf16 matmuls use (LRU_CACHE_CAPACITY),
-# 1024 entries each by default. Dynamically padded batches have a new shape almost every step, so a CPU
-# trial grew with every new shape under bf16 autocast. Measured on a 6-layer SST-2 trial (anonymous
-# memory after 80 steps and 2 evaluations): oneDNN's cache at 8, 1.36 -> 1.07 GB RSS at step 120;
-# then ideep's at 8, 877 -> 624 MB (glibc) and 675 -> 529 MB (jemalloc), at the same speed (a
-# primitive is cheap to build next to a step). Both are read at their first use; a user's own
-# setting wins.
+# 1024 entries each by default. Dynamically padded batches have a new shape almost every step, so under
+# bf16 autocast a CPU trial's memory grows with every new shape; a primitive is cheap to build next to
+# a step, so small caches cost no speed. Both are read at their first use; a user's own setting wins.
 KERNEL_CACHE_CAPACITY = "8"
 KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
@@ -321,8 +318,8 @@ def _save(model: torch.nn.Module, prep: _Prepared, output_dir: str) -> str:
 def release_memory() -> None:
     """Give a finished trial's memory back to the OS, in a process that runs more trials (a reused Ray
     worker): collect the model's reference cycles, then have glibc return its freed pages. Each trial
-    runs in a new thread there, whose malloc arena keeps freed pages: without this a worker grew by
-    ~200 MB per trial (2.2 GB after six SST-2 trials; 1.4 GB with it)."""
+    runs in a new thread there, whose malloc arena keeps freed pages: without this the worker grows with
+    every trial it runs."""
     import contextlib
     import ctypes
     import ctypes.util

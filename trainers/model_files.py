@@ -1,6 +1,6 @@
 """A model's files without its weights: where they are, how deep the model is, its architecture config
 and its tokenizer. Torch-free at import, and ``stated_depth`` reads the depth without transformers (whose
-``AutoConfig`` imports torch, ~3 CPU-s beside Ray's start on a 2-core machine): the sweep's data check asks for every layer count of the space before any
+``AutoConfig`` imports torch): the sweep's data check asks for every layer count of the space before any
 trial starts. Loading the weights stays in ``trainers.models``."""
 
 from __future__ import annotations

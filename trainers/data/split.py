@@ -38,7 +38,6 @@ def make_splits(rows: Rows, cfg: SplitConfig) -> Splits:
     given validation or test file (``data.val_path`` / ``data.test_path``) are that part as they are."""
     if rows.given:
         return _given_splits(rows, cfg)
-    # 1.3 CPU-s of imports by itself, 0.4-0.65 in a trial worker (which has scipy and pandas already)
     from sklearn.model_selection import train_test_split
 
     n = len(rows)
@@ -89,9 +88,9 @@ def split_key(rows_fingerprint: str, task: str, cfg: SplitConfig) -> str:
 
 def save_splits(splits: Splits, key: str, path: Path) -> None:
     """Write ``splits`` (of what ``key`` names: ``split_key``) for other processes of the same sweep, which
-    then load it (``load_splits``) instead of splitting again: each trial worker would import sklearn for it
-    (0.4-0.65 CPU-s) before its first step, and every trial's split is the one the data check made and
-    described. Written whole or not at all (renamed into place)."""
+    then load it (``load_splits``) instead of splitting again: no trial worker imports sklearn for it
+    before its first step, and every trial's split is the one the data check made and described.
+    Written whole or not at all (renamed into place)."""
     arrays: dict[str, Any] = {"test": splits.test}
     for i, fold in enumerate(splits.folds):
         arrays[f"train_{i}"], arrays[f"val_{i}"] = fold.train, fold.val
