@@ -85,7 +85,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 @torch.inference_mode()
-def _row_outputs(
+def row_outputs(
     model: torch.nn.Module,
     enc: Encoded,
     rows: np.ndarray,
@@ -121,7 +121,7 @@ def evaluate_classification(
 ) -> dict[str, float]:
     from sklearn.metrics import f1_score  # imported at the first evaluation, not before the first step
 
-    logits, labels = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
+    logits, labels = row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
     y_pred, y_true = logits.argmax(-1).numpy(), labels.numpy()
     recall = {f"val_recall_{c}": float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)}
     return {
@@ -141,7 +141,7 @@ def evaluate_regression(
     batch_size: int,
 ) -> dict[str, float]:
     """Squared and absolute error of the predicted numbers, and their Pearson correlation with the truth."""
-    out, target = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.float32)
+    out, target = row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.float32)
     return regression_metrics(out.squeeze(-1).numpy(), target.numpy())
 
 

@@ -110,7 +110,7 @@ def predict_file(
     from trainers.data.encode import Encoded, encode
     from trainers.data.read import read_frame
     from trainers.data.rows import Rows
-    from trainers.evaluate import _row_outputs, generate_answers, set_precision
+    from trainers.evaluate import generate_answers, row_outputs, set_precision
     from trainers.loop import pick_device
 
     device = pick_device(cfg.device)
@@ -145,7 +145,7 @@ def predict_file(
     dtype = torch.long if trained.label_names else torch.float32
     for start in range(0, len(texts), size):
         chunk = order[start : start + size]
-        logits, _ = _row_outputs(model, enc, chunk, tokenizer, device, size, dtype)
+        logits, _ = row_outputs(model, enc, chunk, tokenizer, device, size, dtype)
         if trained.label_names:
             probs = torch.softmax(logits, dim=-1)
             best = probs.argmax(-1)

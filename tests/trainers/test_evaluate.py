@@ -116,14 +116,14 @@ class FirstTokenAndLength(torch.nn.Module):
 
 
 def test_eval_batches_are_cut_by_length_but_outputs_keep_the_rows_order():
-    from trainers.evaluate import _row_outputs
+    from trainers.evaluate import row_outputs
 
     tok = load_tokenizer("tiny-bert")
     lengths = [7, 2, 9, 3, 3, 12, 1, 5]
     ids = [[100 + i] + [5] * (n - 1) for i, n in enumerate(lengths)]
     enc = Encoded(input_ids=ids, labels=np.arange(len(ids)))
     rows = np.array([5, 0, 7, 2, 1, 6, 3])  # any order, a subset
-    out, target = _row_outputs(FirstTokenAndLength(), enc, rows, tok, torch.device("cpu"), 3, torch.long)
+    out, target = row_outputs(FirstTokenAndLength(), enc, rows, tok, torch.device("cpu"), 3, torch.long)
     assert out[:, 0].tolist() == [100 + r for r in rows]
     assert out[:, 1].tolist() == [lengths[r] for r in rows]
     assert target.tolist() == rows.tolist()
