@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sweep.errors import SpecError, SweepError
 from sweep.spec import load_spec
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 EXIT_USER_ERROR = 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 
 class SweepError(Exception):

@@ -77,7 +77,8 @@ def fixed_params(spec: SweepSpec) -> dict[str, Any]:
 def data_facts(spec: SweepSpec, split_file: Path | None = None) -> DataFacts:
     """Split sizes, training class counts and validation rows that also are training rows (the split the
     sweep saved in its run dir, ``split_file``, where it is this config's)."""
-    from trainers.data import load_rows, splits_for
+    from trainers.data.read import load_rows
+    from trainers.data.split import splits_for
     from trainers.tasks import get_task
 
     cfg = spec.trial_config(fixed_params(spec))

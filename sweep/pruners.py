@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 import optuna
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from trainers.config import Section, TrialConfig
+from trainers.config import TrialConfig
+from trainers.settings import Section
 
 LOWER_IS_BETTER = ("loss", "perplexity", "error", "mse", "mae", "rmse")
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from pydantic import Field, NonNegativeInt
 
 from sweep.space import CategoricalParam, FixedParam, FloatParam, IntParam, Param, TiedParam, is_conditional
-from trainers.config import Section
+from trainers.settings import Section
 
 
 class BaseSampler(Section):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
-from trainers.config import Section
+from trainers.settings import Section
 
 Scalar = None | bool | int | float | str
 

@@ -26,14 +26,14 @@ from sweep.pruners import MedianPruner, PrunerSpec
 from sweep.samplers import SamplerSpec, TpeSampler
 from sweep.space import Param, TiedParam, can_take, candidate_values, compose, describe, param_rules
 from trainers.config import (
-    ConfigError,
-    Section,
     TrialConfig,
     apply_overrides,
     format_validation_error,
     read_yaml_file,
     trial_config_from_dict,
 )
+from trainers.errors import ConfigError
+from trainers.settings import Section
 from trainers.tasks import TASKS
 
 

@@ -15,7 +15,7 @@ from sweep.errors import SpecError
 from sweep.run_dir import SPEC_FILE, STATE_FILE
 from sweep.space import Param, can_take, sample
 from sweep.spec import SweepSpec, load_spec
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 FROM_ATTR = "warm_start_from"  # the MLflow parent run of the sweep that ran the copied trial
 NUMBER_ATTR = "warm_start_number"  # the trial's number in that sweep's study

@@ -4,6 +4,7 @@ Import ``trainers.loop.run_trial`` for the torch side; ``trainers.config`` and `
 """
 
 from trainers.api import Reporter, TrialOutcome, TrialPruned
-from trainers.config import ConfigError, TrialConfig, load_trial_config
+from trainers.config import TrialConfig, load_trial_config
+from trainers.errors import ConfigError
 
 __all__ = ["ConfigError", "Reporter", "TrialConfig", "TrialOutcome", "TrialPruned", "load_trial_config"]

@@ -7,7 +7,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainers.config import ConfigError, TrialConfig
+from trainers.config import TrialConfig
+from trainers.errors import ConfigError
 
 __all__ = [
     "ConfigError",

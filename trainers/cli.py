@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from trainers.config import ConfigError, load_trial_config
+from trainers.config import load_trial_config
+from trainers.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.data import Encoded
+from trainers._compat import cpu_has_bf16
+from trainers.data.encode import Encoded
 from trainers.losses import IGNORE_INDEX
 
 _precision = "auto"
@@ -22,11 +23,6 @@ def set_precision(precision: str) -> None:
     """The process's forward-pass precision (a trial's ``precision``): 'auto', 'fp32' or 'bf16'."""
     global _precision
     _precision = precision
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU; elsewhere bf16 is emulated and slower than fp32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def autocast(device: torch.device) -> AbstractContextManager[Any]:
@@ -89,7 +85,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 @torch.inference_mode()
-def _row_outputs(
+def row_outputs(
     model: torch.nn.Module,
     enc: Encoded,
     rows: np.ndarray,
@@ -125,7 +121,7 @@ def evaluate_classification(
 ) -> dict[str, float]:
     from sklearn.metrics import f1_score  # imported at the first evaluation, not before the first step
 
-    logits, labels = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
+    logits, labels = row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.long)
     y_pred, y_true = logits.argmax(-1).numpy(), labels.numpy()
     recall = {f"val_recall_{c}": float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)}
     return {
@@ -145,7 +141,7 @@ def evaluate_regression(
     batch_size: int,
 ) -> dict[str, float]:
     """Squared and absolute error of the predicted numbers, and their Pearson correlation with the truth."""
-    out, target = _row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.float32)
+    out, target = row_outputs(model, enc, rows, tokenizer, device, batch_size, torch.float32)
     return regression_metrics(out.squeeze(-1).numpy(), target.numpy())
 
 

@@ -17,12 +17,17 @@ import numpy as np
 import torch
 from transformers import get_scheduler, set_seed
 
-from trainers import data as data_mod
 from trainers import models
 from trainers.api import EvalRecord, FoldOutcome, Reporter, Timings, TrialOutcome, TrialPruned
-from trainers.config import ConfigError, TrialConfig
+from trainers.config import TrialConfig
+from trainers.data.encode import Encoded, encode
+from trainers.data.read import load_rows
+from trainers.data.rows import Rows
+from trainers.data.split import Fold, Splits, splits_for
+from trainers.errors import ConfigError
 from trainers.evaluate import autocast, set_precision
-from trainers.plan import total_steps
+from trainers.model_files import load_tokenizer
+from trainers.plan import check_layers, total_steps
 from trainers.tasks import Task, get_task
 
 
@@ -41,9 +46,9 @@ class _Prepared:
     """Everything a fold's training needs, built once per trial (and cached across trials)."""
 
     task: Task
-    rows: data_mod.Rows
-    splits: data_mod.Splits
-    enc: data_mod.Encoded
+    rows: Rows
+    splits: Splits
+    enc: Encoded
     tokenizer: Any
     device: torch.device
 
@@ -57,12 +62,9 @@ class _Prepared:
 
 # torch's CPU kernels keep a compiled oneDNN primitive per op and input shape in two caches: oneDNN's
 # own (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and ideep's, which torch's bf16 matmuls use (LRU_CACHE_CAPACITY),
-# 1024 entries each by default. Dynamically padded batches have a new shape almost every step, so a CPU
-# trial grew with every new shape under bf16 autocast. Measured on a 6-layer SST-2 trial (anonymous
-# memory after 80 steps and 2 evaluations): oneDNN's cache at 8, 1.36 -> 1.07 GB RSS at step 120;
-# then ideep's at 8, 877 -> 624 MB (glibc) and 675 -> 529 MB (jemalloc), at the same speed (a
-# primitive is cheap to build next to a step). Both are read at their first use; a user's own
-# setting wins.
+# 1024 entries each by default. Dynamically padded batches have a new shape almost every step, so under
+# bf16 autocast a CPU trial's memory grows with every new shape; a primitive is cheap to build next to
+# a step, so small caches cost no speed. Both are read at their first use; a user's own setting wins.
 KERNEL_CACHE_CAPACITY = "8"
 KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
@@ -75,7 +77,7 @@ def limit_kernel_cache() -> None:
 
 def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = None) -> _Prepared:
     """Every check that can fail on user input runs here, before the first training step. ``split_file``:
-    where the sweep saved its data's split (``trainers.data.save_splits``); used when it is this trial's."""
+    where the sweep saved its data's split (``trainers.data.split.save_splits``); used when it is this trial's."""
     limit_kernel_cache()
     device = pick_device(cfg.device)
     if cfg.num_threads is not None:
@@ -83,15 +85,15 @@ def prepare(cfg: TrialConfig, timings: Timings, split_file: str | Path | None = 
     set_precision(cfg.precision)
     task = get_task(cfg.task)
     t0 = time.perf_counter()
-    rows = data_mod.load_rows(cfg.data, cfg.task)
-    splits = data_mod.splits_for(rows, cfg.split, Path(split_file) if split_file else None)
-    tokenizer = models.load_tokenizer(cfg.model.name_or_path)
-    models.check_layers(cfg)
+    rows = load_rows(cfg.data, cfg.task)
+    splits = splits_for(rows, cfg.split, Path(split_file) if split_file else None)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    check_layers(cfg)
     # read weights now, before the trial seeds its RNG: a cached and an uncached trial train alike
     models.cached_base_model(cfg.model.name_or_path, task, task.num_outputs(rows))
     timings.load_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    enc = data_mod.encode(rows, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
+    enc = encode(rows, task.tokenize, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
     timings.tokenize_s += time.perf_counter() - t0
     return _Prepared(task, rows, splits, enc, tokenizer, device)
 
@@ -149,7 +151,7 @@ def _batches(train: np.ndarray, batch_size: int, seed: int) -> Any:
 
 
 def _fit_one(
-    cfg: TrialConfig, prep: _Prepared, fold: data_mod.Fold, reporter: Reporter, timings: Timings, index: int
+    cfg: TrialConfig, prep: _Prepared, fold: Fold, reporter: Reporter, timings: Timings, index: int
 ) -> tuple[FoldOutcome, torch.nn.Module]:
     """Train one model on ``fold.train``, validating on ``fold.val`` every eval_every_steps and at the end."""
     set_seed(cfg.seed)
@@ -316,8 +318,8 @@ def _save(model: torch.nn.Module, prep: _Prepared, output_dir: str) -> str:
 def release_memory() -> None:
     """Give a finished trial's memory back to the OS, in a process that runs more trials (a reused Ray
     worker): collect the model's reference cycles, then have glibc return its freed pages. Each trial
-    runs in a new thread there, whose malloc arena keeps freed pages: without this a worker grew by
-    ~200 MB per trial (2.2 GB after six SST-2 trials; 1.4 GB with it)."""
+    runs in a new thread there, whose malloc arena keeps freed pages: without this the worker grows with
+    every trial it runs."""
     import contextlib
     import ctypes
     import ctypes.util

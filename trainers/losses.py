@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from trainers.config import ConfigError, LossConfig
+from trainers.errors import ConfigError
+from trainers.settings import LossConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IGNORE_INDEX = -100

@@ -1,19 +1,25 @@
-"""Where a model's files are and how deep it is, torch-free: the sweep's data check asks for every layer
-count of the space before any trial starts, and transformers' ``AutoConfig`` imports torch (~3 CPU-s
-beside Ray's start on a 2-core machine). Loading a model stays in ``trainers.models``."""
+"""A model's files without its weights: where they are, how deep the model is, its architecture config
+and its tokenizer. Torch-free at import, and ``stated_depth`` reads the depth without transformers (whose
+``AutoConfig`` imports torch): the sweep's data check asks for every layer count of the space before any
+trial starts. Loading the weights stays in ``trainers.models``."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import json
+import os
 import runpy
 from pathlib import Path
+from typing import Any
 
-from trainers.config import DEFAULT_MODEL
+from trainers.errors import ConfigError
+from trainers.settings import DEFAULT_MODEL
 
 TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
-TINY_DEPTH = 4  # the layer count of every tiny model (trainers.models builds their configs)
+TINY_DEPTH = 4  # the layer count of every tiny model (``load_model_config`` builds their configs)
+
+_TOKENIZER_CACHE: dict[str, Any] = {}
 
 
 def resolve_model_path(name: str) -> str:
@@ -58,3 +64,74 @@ def _known_model_types() -> frozenset[str]:
     except (OSError, SyntaxError, ImportError):
         return frozenset()
     return frozenset(names) if isinstance(names, dict) else frozenset()
+
+
+def load_error(name: str, exc: Exception) -> ConfigError:
+    """A model that does not load, as a fix-it line (also for the weights: ``trainers.models``)."""
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    where = "is not a local model directory" + (" and the hub is offline (HF_HUB_OFFLINE=1)" if offline else "")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        [f"model.name_or_path: '{name}' {where} ({first[:160]}); pass a directory with config.json or a hub id"]
+    )
+
+
+def load_tokenizer(name: str) -> Any:
+    """Tokenizer for ``name``, cached; pad/eos filled in so batching and generation always work."""
+    if name not in _TOKENIZER_CACHE:
+        from transformers import AutoTokenizer
+
+        path = resolve_model_path(name)
+        if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise load_error(name, FileNotFoundError("no such directory"))
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise load_error(name, exc) from None
+        if tok.eos_token is None and tok.sep_token is not None:
+            tok.eos_token = tok.sep_token  # BERT tokenizers (tiny decoders reuse them) end with [SEP]
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        _TOKENIZER_CACHE[name] = tok
+    return _TOKENIZER_CACHE[name]
+
+
+def load_model_config(name: str) -> Any:
+    """The architecture config only (cheap): used to check layer counts before loading weights."""
+    from transformers import AutoConfig, BertConfig, GPT2Config, LlamaConfig
+
+    if name in TINY_FAMILIES:
+        vocab = load_tokenizer(name).vocab_size
+        common: dict[str, Any] = {"vocab_size": vocab}
+        if name == "tiny-bert":
+            return BertConfig(
+                hidden_size=64,
+                num_hidden_layers=TINY_DEPTH,
+                num_attention_heads=2,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                **common,
+            )
+        if name == "tiny-gpt2":
+            return GPT2Config(n_embd=64, n_layer=TINY_DEPTH, n_head=2, n_positions=128, **common)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=TINY_DEPTH,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            **common,
+        )
+    path = resolve_model_path(name)
+    if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise load_error(name, FileNotFoundError("no such directory"))
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise load_error(name, exc) from None
+
+
+def clear_tokenizers() -> None:
+    """Forget the tokenizers this process loaded."""
+    _TOKENIZER_CACHE.clear()

@@ -4,86 +4,26 @@ re-head and wrap with LoRA. Works for BERT-like encoders and GPT-2- / Llama-like
 from __future__ import annotations
 
 import copy
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainers.config import ConfigError, TrialConfig
-from trainers.model_files import TINY_DEPTH, TINY_FAMILIES, resolve_model_path
+from trainers.config import TrialConfig
+from trainers.errors import ConfigError
+from trainers.model_files import (
+    TINY_FAMILIES,
+    clear_tokenizers,
+    load_error,
+    load_model_config,
+    load_tokenizer,
+    resolve_model_path,
+)
 from trainers.plan import check_layers
 from trainers.tasks import Task, get_task
 
 _BASE_CACHE: dict[tuple[Any, ...], nn.Module] = {}
-_TOKENIZER_CACHE: dict[str, Any] = {}
-
-
-def _load_error(name: str, exc: Exception) -> ConfigError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    where = "is not a local model directory" + (" and the hub is offline (HF_HUB_OFFLINE=1)" if offline else "")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ConfigError(
-        [f"model.name_or_path: '{name}' {where} ({first[:160]}); pass a directory with config.json or a hub id"]
-    )
-
-
-def load_tokenizer(name: str) -> Any:
-    """Tokenizer for ``name``, cached; pad/eos filled in so batching and generation always work."""
-    if name not in _TOKENIZER_CACHE:
-        from transformers import AutoTokenizer
-
-        path = resolve_model_path(name)
-        if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise _load_error(name, FileNotFoundError("no such directory"))
-        try:
-            tok = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise _load_error(name, exc) from None
-        if tok.eos_token is None and tok.sep_token is not None:
-            tok.eos_token = tok.sep_token  # BERT tokenizers (tiny decoders reuse them) end with [SEP]
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        _TOKENIZER_CACHE[name] = tok
-    return _TOKENIZER_CACHE[name]
-
-
-def load_model_config(name: str) -> Any:
-    """The architecture config only (cheap): used to check layer counts before loading weights."""
-    from transformers import AutoConfig, BertConfig, GPT2Config, LlamaConfig
-
-    if name in TINY_FAMILIES:
-        vocab = load_tokenizer(name).vocab_size
-        common: dict[str, Any] = {"vocab_size": vocab}
-        if name == "tiny-bert":
-            return BertConfig(
-                hidden_size=64,
-                num_hidden_layers=TINY_DEPTH,
-                num_attention_heads=2,
-                intermediate_size=128,
-                max_position_embeddings=128,
-                **common,
-            )
-        if name == "tiny-gpt2":
-            return GPT2Config(n_embd=64, n_layer=TINY_DEPTH, n_head=2, n_positions=128, **common)
-        return LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=TINY_DEPTH,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            **common,
-        )
-    path = resolve_model_path(name)
-    if not Path(path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise _load_error(name, FileNotFoundError("no such directory"))
-    try:
-        return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, exc) from None
 
 
 def load_base_model(name: str, task: Task, num_outputs: int) -> nn.Module:
@@ -117,7 +57,7 @@ def cached_base_model(name: str, task: Task, num_outputs: int) -> nn.Module:
                 # fp32 master weights whatever the checkpoint's dtype: bf16 comes from autocast on CUDA
                 model = auto_class.from_pretrained(resolve_model_path(name), config=config, dtype=torch.float32)
             except (OSError, ValueError) as exc:
-                raise _load_error(name, exc) from None
+                raise load_error(name, exc) from None
             finally:
                 hf_logging.set_verbosity(verbosity)
                 hf_logging.enable_progress_bar()
@@ -262,5 +202,6 @@ def cached_models() -> int:
 
 
 def clear_caches() -> None:
+    """Forget the base models and tokenizers this process loaded."""
     _BASE_CACHE.clear()
-    _TOKENIZER_CACHE.clear()
+    clear_tokenizers()

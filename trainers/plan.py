@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainers.config import ConfigError, DataConfig, OptimConfig, SplitConfig, TrialConfig
-from trainers.model_files import stated_depth
+from trainers.config import TrialConfig
+from trainers.errors import ConfigError
+from trainers.model_files import load_model_config, stated_depth
+from trainers.settings import DataConfig, OptimConfig, SplitConfig
 from trainers.tasks import get_task
 
 if TYPE_CHECKING:
-    from trainers.data import Splits
+    from trainers.data.split import Splits
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ split of a large file is k times its rows' indices)."""
 def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
     import numpy as np
 
-    from trainers.data import load_rows, make_splits
+    from trainers.data.read import load_rows
+    from trainers.data.split import make_splits
 
     global _made
     rows = load_rows(data, task)
@@ -104,9 +107,10 @@ def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, i
 
 def save_split(cfg: TrialConfig, path: Path) -> None:
     """Write the split of ``cfg``'s data and split config to ``path``, for trials of that config to load
-    (``trainers.data.load_splits``): the one ``plan_trial`` made last if it is that config's, else made
+    (``trainers.data.split.load_splits``): the one ``plan_trial`` made last if it is that config's, else made
     again."""
-    from trainers.data import load_rows, make_splits, save_splits, split_key
+    from trainers.data.read import load_rows
+    from trainers.data.split import make_splits, save_splits, split_key
 
     if _made is not None and _made[0] == (cfg.data, cfg.split, cfg.task):
         _, data_fp, splits = _made
@@ -121,8 +125,6 @@ def check_layers(cfg: TrialConfig) -> int:
     state ``num_hidden_layers``); returns the depth."""
     depth = stated_depth(cfg.model.name_or_path)
     if depth is None:
-        from trainers.models import load_model_config
-
         depth = int(load_model_config(cfg.model.name_or_path).num_hidden_layers)
     if cfg.model.num_layers is not None and cfg.model.num_layers > depth:
         raise ConfigError(

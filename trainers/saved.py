@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 from trainers import models
-from trainers.config import ConfigError, TrialConfig
+from trainers.config import TrialConfig
+from trainers.errors import ConfigError
+from trainers.model_files import load_tokenizer
 from trainers.tasks import Task, get_task
 
 LABELS_FILE = "labels.json"
@@ -57,7 +59,7 @@ def load_trained(model_dir: str | Path, cfg: TrialConfig, device: torch.device |
         if lost:
             raise ConfigError([f"model: '{path}' lacks weights {lost[:3]}; it was saved by another sweep"])
     model.to(device or torch.device("cpu")).eval()
-    return Trained(model, models.load_tokenizer(cfg.model.name_or_path), label_names, task)
+    return Trained(model, load_tokenizer(cfg.model.name_or_path), label_names, task)
 
 
 def evaluate_held_out(
@@ -65,7 +67,7 @@ def evaluate_held_out(
 ) -> tuple[dict[str, float], int]:
     """The chosen model on the held-out test part of the sweep's split (``split.test_fraction`` or
     ``data.test_path``): ``test_*`` metrics and the number of rows; nothing when there is no test part.
-    ``split_file``: the sweep's saved split (``trainers.data.save_splits``), used where it is this config's."""
+    ``split_file``: the sweep's saved split (``trainers.data.split.save_splits``), used where it is this config's."""
     from trainers.api import Timings
     from trainers.loop import prepare
 
@@ -81,7 +83,8 @@ def evaluate_file(cfg: TrialConfig, model_dir: str | Path, path: str | Path) -> 
     """The saved model on every row of a labelled file (its labels mapped to the model's)."""
     import numpy as np
 
-    from trainers.data import encode, load_rows
+    from trainers.data.encode import encode
+    from trainers.data.read import load_rows
     from trainers.evaluate import set_precision
     from trainers.loop import pick_device
 
@@ -90,7 +93,7 @@ def evaluate_file(cfg: TrialConfig, model_dir: str | Path, path: str | Path) -> 
     trained = load_trained(model_dir, cfg, device)
     data = cfg.data.model_copy(update={"path": str(path), "val_path": None, "test_path": None, "max_rows": None})
     rows = load_rows(data, cfg.task, trained.label_names)  # the model's label ids; [] without labels
-    enc = encode(rows, trained.tokenizer, cfg.model.name_or_path, cfg.data.max_length)
+    enc = encode(rows, trained.task.tokenize, trained.tokenizer, cfg.model.name_or_path, cfg.data.max_length)
     eval_cfg = cfg.eval.model_copy(update={"max_generate_examples": len(rows)})
     metrics = trained.task.evaluate(trained.model, enc, np.arange(len(rows)), trained.tokenizer, device, eval_cfg)
     return {k.removeprefix("val_"): v for k, v in metrics.items()}, len(rows)
@@ -104,8 +107,10 @@ def predict_file(
     ``on_batch(n)`` is called after each batch (a progress bar)."""
     import numpy as np
 
-    from trainers.data import Encoded, Rows, _read_frame, encode
-    from trainers.evaluate import _row_outputs, generate_answers, set_precision
+    from trainers.data.encode import Encoded, encode
+    from trainers.data.read import read_frame
+    from trainers.data.rows import Rows
+    from trainers.evaluate import generate_answers, row_outputs, set_precision
     from trainers.loop import pick_device
 
     device = pick_device(cfg.device)
@@ -114,7 +119,7 @@ def predict_file(
     source = Path(path)
     if not source.is_file():
         raise ConfigError([f"predict: '{source}' is not a file; pass a csv / tsv / jsonl / parquet file"])
-    frame = _read_frame(source, cfg.data.header)
+    frame = read_frame(source, cfg.data.header)
     column = cfg.data.prompt_column if trained.task.name == "causal_lm" else cfg.data.text_column
     if column not in frame.columns:
         raise ConfigError(
@@ -127,7 +132,7 @@ def predict_file(
     out: list[list[Any]] = []
     if trained.task.name == "causal_lm":
         rows = Rows(cfg.task, texts, [""] * len(texts), np.zeros(0), [], f"predict:{source}:{len(texts)}", str(source))
-        enc = encode(rows, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
+        enc = encode(rows, trained.task.tokenize, tokenizer, cfg.model.name_or_path, cfg.data.max_length)
         for start in range(0, len(texts), size):
             chunk = order[start : start + size]
             answers = generate_answers(model, enc, chunk, tokenizer, device, size, cfg.eval.max_new_tokens)
@@ -140,7 +145,7 @@ def predict_file(
     dtype = torch.long if trained.label_names else torch.float32
     for start in range(0, len(texts), size):
         chunk = order[start : start + size]
-        logits, _ = _row_outputs(model, enc, chunk, tokenizer, device, size, dtype)
+        logits, _ = row_outputs(model, enc, chunk, tokenizer, device, size, dtype)
         if trained.label_names:
             probs = torch.softmax(logits, dim=-1)
             best = probs.argmax(-1)

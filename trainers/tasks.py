@@ -2,7 +2,9 @@
 task type, its training losses, how it validates and what it reports.
 
 Adding a task is one class here (plus its demo data). Importing this module is torch-free: the config
-and the sweep read names and metrics; the methods that need torch import their module when called.
+and the sweep read names and metrics; the methods that need torch import their module when called. The
+data machinery (``trainers.data``) reads, splits and tokenizes through a task; a task never calls back
+into it, only into the row and token building blocks below it (``trainers.data.rows`` / ``.encode``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from trainers.data.encode import Encoded, encode_prompt_response, encode_texts
+from trainers.data.rows import Rows, clean_texts, fingerprint
+from trainers.errors import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from trainers.config import DataConfig, EvalConfig, LossConfig
-    from trainers.data import Encoded, Rows
     from trainers.losses import LossFn
+    from trainers.settings import DataConfig, EvalConfig, LossConfig
 
 DEMO_DIR = Path(__file__).parent / "demo_data"
 
@@ -47,7 +52,9 @@ class Task:
         return DEMO_DIR / self.demo_file
 
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
-        """Checked rows from a loaded table; ``label_names``: the ids a model already uses (classification)."""
+        """Checked rows from a loaded table (``trainers.data.read`` checked the ``columns``);
+        ``label_names``: given, the file is not a training file (a validation or test file, a file a
+        trained model is evaluated on), and a classifier's labels take these ids."""
         raise NotImplementedError
 
     def num_outputs(self, rows: Rows) -> int:
@@ -59,8 +66,6 @@ class Task:
         return {}
 
     def tokenize(self, rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
-        from trainers.data import encode_texts
-
         return encode_texts(rows, tokenizer, max_length)
 
     def batch(self, enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
@@ -115,9 +120,34 @@ class Classification(_OneTargetPerRow):
     stratify = True
 
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
-        from trainers.data import read_labels
-
-        return read_labels(self.name, frame, cfg, path, label_names)
+        """Text + class label (str or int); labels become ids in a stable order (numbers numerically), or
+        the ids of ``label_names``."""
+        texts = clean_texts(frame, cfg.text_column, "text_column", path)
+        raw = frame[cfg.label_column].tolist()
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in raw):
+            raise ConfigError([f"data.label_column: '{cfg.label_column}' has empty labels in '{path}'; fill them"])
+        if label_names:
+            unknown = sorted({str(v) for v in raw} - set(label_names))
+            if unknown:
+                raise ConfigError(
+                    [
+                        f"data.label_column: labels {unknown[:5]} of '{path}' are not among the training labels "
+                        f"{label_names}; fix them or add them to the training data"
+                    ]
+                )
+            index = {n: i for i, n in enumerate(label_names)}
+            labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
+            fp = fingerprint(self.name, texts, labels.tolist())
+            return Rows(self.name, texts, [], labels, list(label_names), fp, str(path))
+        names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), _number_or_zero(s), s))
+        if len(names) < 2:
+            raise ConfigError(
+                [f"data.label_column: '{cfg.label_column}' has a single class {names}; classification needs >= 2"]
+            )
+        index = {n: i for i, n in enumerate(names)}
+        labels = np.array([index[str(v)] for v in raw], dtype=np.int64)
+        fp = fingerprint(self.name, texts, labels.tolist(), names)
+        return Rows(self.name, texts, [], labels, names, fp, str(path))
 
     def num_outputs(self, rows: Rows) -> int:
         return len(rows.label_names)
@@ -171,9 +201,27 @@ class Regression(_OneTargetPerRow):
     peft_task_type = "SEQ_CLS"
 
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
-        from trainers.data import read_values
+        """Text + a finite number per row. ``label_names`` given (``[]``): not a training file, so its
+        targets may be constant."""
+        import pandas as pd  # loaded already: the frame is one
 
-        return read_values(self.name, frame, cfg, path, label_names)
+        texts = clean_texts(frame, cfg.text_column, "text_column", path)
+        values = pd.to_numeric(frame[cfg.label_column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
+        if bad:
+            shown = ", ".join(str(i + 1) for i in bad[:5])
+            raise ConfigError(
+                [
+                    f"data.label_column: {len(bad)} row(s) of '{path}' have no number in '{cfg.label_column}' "
+                    f"(rows {shown}{', ...' if len(bad) > 5 else ''}); regression needs a number in every row"
+                ]
+            )
+        if label_names is None and np.ptp(values) == 0:
+            raise ConfigError(
+                [f"data.label_column: '{cfg.label_column}' is constant; regression needs varying targets"]
+            )
+        fp = fingerprint(self.name, texts, values.tolist())
+        return Rows(self.name, texts, [], values.astype(np.float32), [], fp, str(path))
 
     def num_outputs(self, rows: Rows) -> int:
         return 1
@@ -226,13 +274,13 @@ class CausalLM(Task):
         return {"val_exact_match": 0.0}
 
     def read(self, frame: pd.DataFrame, cfg: DataConfig, path: Path, label_names: list[str] | None = None) -> Rows:
-        from trainers.data import read_pairs
-
-        return read_pairs(self.name, frame, cfg, path)
+        """Prompt + expected response."""
+        prompts = clean_texts(frame, cfg.prompt_column, "prompt_column", path)
+        responses = clean_texts(frame, cfg.response_column, "response_column", path)
+        fp = fingerprint(self.name, prompts, responses)
+        return Rows(self.name, prompts, responses, np.zeros(0, dtype=np.int64), [], fp, str(path))
 
     def tokenize(self, rows: Rows, tokenizer: Any, max_length: int) -> Encoded:
-        from trainers.data import encode_prompt_response
-
         return encode_prompt_response(rows, tokenizer, max_length)
 
     def batch(self, enc: Encoded, rows: np.ndarray, tokenizer: Any, device: torch.device) -> dict[str, torch.Tensor]:
@@ -267,3 +315,11 @@ TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Regress
 
 def get_task(name: str) -> Task:
     return TASKS[name]
+
+
+def _number_or_zero(text: str) -> float:
+    """A label's value for ordering numeric labels numerically (0 for text labels, ordered after them)."""
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0

@@ -38,8 +38,8 @@ STEP_PATHS = (
 def preflight(spec: SweepSpec, split_file: Path | None = None) -> SweepPlan:
     """Load the data and check the model against every value the space can give, before any trial
     starts: a data mistake is exit code 2, not N failed trials. With ``split_file``, the split trials
-    start from is written there (``_save_split``), for them to load (``trainers.data.load_splits``)."""
-    from trainers.config import ConfigError
+    start from is written there (``_save_split``), for them to load (``trainers.data.split.load_splits``)."""
+    from trainers.errors import ConfigError
     from trainers.plan import plan_trial
 
     try:
@@ -81,7 +81,7 @@ def _save_split(spec: SweepSpec, split_file: Path) -> None:
 def last_step_in_driver(spec: SweepSpec, plan: SweepPlan) -> Callable[[Mapping[str, Any]], int | None]:
     """``last_step_of`` without reading the data or the model again (both checked by preflight for every
     value of the space): torch stays out of the driver. A space over data or split reads them again."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
     from trainers.plan import last_step
 
     if any(path.startswith(("data.", "split.")) for path in spec.space):
@@ -112,7 +112,7 @@ def _max_last_step(spec: SweepSpec, template_last: int) -> int:
 
 def last_step_of(spec: SweepSpec, params: Mapping[str, Any]) -> int | None:
     """The step of one trial's final report; None when the trial will reject its parameters."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
     from trainers.plan import plan_trial
 
     try:

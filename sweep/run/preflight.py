@@ -150,7 +150,8 @@ def _preflight_child() -> None:
     those objects and turns it on for reading the data."""
     import dataclasses
 
-    import trainers.data  # (pandas, numpy)
+    import trainers.data.read  # (pandas, numpy)
+    import trainers.data.split
     import trainers.plan  # noqa: F401
 
     gc.freeze()

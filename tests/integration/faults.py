@@ -31,7 +31,7 @@ def _first_attempt(name: str, seed: int) -> bool:
 
 def install() -> None:
     import trainers.loop
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     original = trainers.loop.run_trial
 

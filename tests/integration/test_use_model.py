@@ -18,7 +18,8 @@ from sweep import cli
 from sweep.run import run_sweep
 from sweep.spec import validate_spec
 from sweep.tracking import runs_of
-from trainers.data import load_rows, make_splits
+from trainers.data.read import load_rows
+from trainers.data.split import make_splits
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("shared_ray")]
 

@@ -310,7 +310,8 @@ def test_the_data_checks_split_goes_to_the_run_dir_for_the_trials_and_nowhere_el
     """The check (a child, or this process) writes the split trials start from to a temp file; the run dir
     takes it (the trials load it from there); what a failed start or a data mistake left goes."""
     from sweep.run import preflight as checks
-    from trainers.data import load_rows, load_splits
+    from trainers.data.read import load_rows
+    from trainers.data.split import load_splits
 
     spec = _plan_spec()
     cfg = spec.trial_config({})

@@ -3,13 +3,13 @@ from pathlib import Path
 import pytest
 
 from trainers.config import (
-    ConfigError,
     TrialConfig,
     apply_overrides,
     load_trial_config,
     parse_yaml,
     trial_config_from_dict,
 )
+from trainers.errors import ConfigError
 
 REPO = Path(__file__).parents[2]
 

@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainers.config import ConfigError, DataConfig, SplitConfig
-from trainers.data import Fold, Splits, load_rows, load_splits, make_splits, save_splits, split_key
+from trainers.data.read import load_rows
+from trainers.data.split import Fold, Splits, load_splits, make_splits, save_splits, split_key
+from trainers.errors import ConfigError
+from trainers.settings import DataConfig, SplitConfig
 
 
 def _write_csv(path, n=100, labels=("pos", "neg"), weights=None):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import models
-from trainers.data import Encoded
+from trainers.data.encode import Encoded
 from trainers.evaluate import evaluate_causal_lm, exact_match, normalize_answer
+from trainers.model_files import load_tokenizer
 
 
 def test_exact_match_normalizes_case_and_whitespace():
@@ -36,7 +36,7 @@ class AnswerKey(torch.nn.Module):
 
 
 def test_causal_exact_match_scores_greedy_answers_against_references():
-    tok = models.load_tokenizer("tiny-gpt2")
+    tok = load_tokenizer("tiny-gpt2")
     prompts = [
         tok("what is one plus one ?", add_special_tokens=False)["input_ids"],
         tok("capital of france ?", add_special_tokens=False)["input_ids"],
@@ -75,7 +75,7 @@ class FixedLogits(torch.nn.Module):
 def test_classification_metrics_match_hand_values():
     from trainers.evaluate import evaluate_classification
 
-    tok = models.load_tokenizer("tiny-bert")
+    tok = load_tokenizer("tiny-bert")
     logits = {10: [2.0, 0.0, 0.0], 11: [0.0, 1.0, 0.0], 12: [0.0, 1.0, 0.0], 13: [0.0, 0.0, 3.0]}
     enc = Encoded(input_ids=[[10, 5], [11], [12, 7, 8], [13]], labels=np.array([0, 1, 2, 2]))
     metrics = evaluate_classification(FixedLogits(logits), enc, np.arange(4), tok, torch.device("cpu"), batch_size=3)
@@ -116,14 +116,14 @@ class FirstTokenAndLength(torch.nn.Module):
 
 
 def test_eval_batches_are_cut_by_length_but_outputs_keep_the_rows_order():
-    from trainers.evaluate import _row_outputs
+    from trainers.evaluate import row_outputs
 
-    tok = models.load_tokenizer("tiny-bert")
+    tok = load_tokenizer("tiny-bert")
     lengths = [7, 2, 9, 3, 3, 12, 1, 5]
     ids = [[100 + i] + [5] * (n - 1) for i, n in enumerate(lengths)]
     enc = Encoded(input_ids=ids, labels=np.arange(len(ids)))
     rows = np.array([5, 0, 7, 2, 1, 6, 3])  # any order, a subset
-    out, target = _row_outputs(FirstTokenAndLength(), enc, rows, tok, torch.device("cpu"), 3, torch.long)
+    out, target = row_outputs(FirstTokenAndLength(), enc, rows, tok, torch.device("cpu"), 3, torch.long)
     assert out[:, 0].tolist() == [100 + r for r in rows]
     assert out[:, 1].tolist() == [lengths[r] for r in rows]
     assert target.tolist() == rows.tolist()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.trainers.helpers import tiny_config
-from trainers import data as data_mod
 from trainers.api import RecordingReporter
-from trainers.config import ConfigError
+from trainers.data import encode, split
+from trainers.errors import ConfigError
 from trainers.loop import run_trial
 
 
@@ -52,10 +52,8 @@ def test_a_trial_uses_the_sweeps_saved_split_and_splits_itself_where_it_is_anoth
     plan_trial(cfg)  # (as the sweep's data check does)
     save_split(cfg, tmp_path / "split.npz")
     splitting = []
-    make_splits = data_mod.make_splits
-    monkeypatch.setattr(
-        data_mod, "make_splits", lambda rows, split: splitting.append(split) or make_splits(rows, split)
-    )
+    make_splits = split.make_splits
+    monkeypatch.setattr(split, "make_splits", lambda rows, split: splitting.append(split) or make_splits(rows, split))
     saved = run_trial(cfg, RecordingReporter(), tmp_path / "split.npz")
     assert splitting == []  # loaded, not split again (no sklearn import on the way to the first step)
     assert saved.split_fingerprint == run_trial(cfg, RecordingReporter()).split_fingerprint
@@ -69,7 +67,7 @@ def test_same_config_is_reproducible_with_cold_and_warm_caches():
     from trainers import models
 
     models.clear_caches()
-    data_mod.clear_caches()
+    encode.clear_caches()
     a = run_trial(tiny_config("classification"), RecordingReporter())
     b = run_trial(tiny_config("classification"), RecordingReporter())
     assert a.final_metrics == pytest.approx(b.final_metrics)
@@ -197,14 +195,14 @@ def test_tokenized_data_and_base_model_are_cached_across_trials(monkeypatch):
     from trainers.tasks import Classification
 
     models.clear_caches()
-    data_mod.clear_caches()
+    encode.clear_caches()
     calls = []
     original = Classification.tokenize
     monkeypatch.setattr(Classification, "tokenize", lambda self, *a: calls.append(1) or original(self, *a))
     run_trial(tiny_config("classification"), RecordingReporter())
-    assert data_mod.cached_encodings() == 1 and models.cached_models() == 1
+    assert encode.cached_encodings() == 1 and models.cached_models() == 1
     run_trial(tiny_config("classification", "optim.learning_rate=1e-2", "seed=3"), RecordingReporter())
-    assert data_mod.cached_encodings() == 1 and models.cached_models() == 1
+    assert encode.cached_encodings() == 1 and models.cached_models() == 1
     assert len(calls) == 1  # the second trial tokenized nothing
 
 

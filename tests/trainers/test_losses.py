@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from trainers.config import ConfigError, LossConfig
+from trainers.errors import ConfigError
 from trainers.losses import balanced_class_weights, causal_lm_loss, classification_loss, regression_loss
+from trainers.settings import LossConfig
 
 LOGITS = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
 LABELS = torch.tensor([0, 1])

@@ -3,7 +3,7 @@ import torch
 
 from tests.trainers.helpers import tiny_config
 from trainers import models
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -101,9 +101,9 @@ def test_the_depth_check_reads_config_json_and_asks_autoconfig_where_it_names_la
 
     from transformers import BertConfig, GPT2Config
 
-    from trainers.config import DEFAULT_MODEL
     from trainers.model_files import stated_depth
     from trainers.plan import check_layers
+    from trainers.settings import DEFAULT_MODEL
 
     assert stated_depth("tiny-gpt2") == 4
     assert stated_depth(DEFAULT_MODEL) == 6  # the shipped MiniLM
