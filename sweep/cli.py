@@ -207,7 +207,7 @@ def _latest_run(runs_dir: str, name: str) -> Path:
 def _optuna_dashboard(args: argparse.Namespace) -> int:
     import json
 
-    from sweep.optuna_study import serve_dashboard
+    from sweep.optuna_dashboard import serve_dashboard
     from sweep.run_dir import STATE_FILE
     from sweep.secrets import resolve
 
