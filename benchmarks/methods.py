@@ -56,7 +56,7 @@ VARIANTS = {
     # outside the clock); every other run opens a new one (~1 CPU-s of schema migrations)
     "finetune-sweep/existing-store": [],
     # before: the trial workers' cyclic collector ran while they imported torch and transformers, and walked
-    # those objects at every trial's start and end (GC_IN_WORKERS below)
+    # those objects at every trial's start and end (env below: sweep.ray.worker.GC_FREEZE_ENV)
     "finetune-sweep/gc-in-workers": [],
     # before: the collector ran through the sweep's start in the driver and the data check's child
     "finetune-sweep/gc-at-start": [],
@@ -69,12 +69,6 @@ VARIANTS = {
     # before: Ray's socket clients retried once a second (Ray's default), and a starting raylet, connecting
     # to its own object store before that was open, waited a whole second about every other start
     "finetune-sweep/connect-retry-1s": [],
-    # before: ray.init learned that its raylet had registered through Ray's own lookup alone, which asks once
-    # a second (NODE_WAIT_1S below)
-    "finetune-sweep/node-wait-1s": [],
-    # before: a local Ray ran its log monitor, which publishes the workers' output for drivers to print
-    # (the sweep's prints none) (LOG_MONITOR below)
-    "finetune-sweep/log-monitor": [],
 }
 COMPARED_WITH = {"finetune-sweep/split-in-workers": "finetune-sweep/own-split"}
 """A variant that takes a speed-up back from another variant is compared with that one."""
@@ -84,6 +78,7 @@ VARIANT_ENV = {
     "finetune-sweep/glibc-workers": {"RAY_LD_PRELOAD_ON_WORKERS": "0"},
     "finetune-sweep/tbx-logger": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"},
     "finetune-sweep/prestart": {"RAY_prestart_worker_first_driver": "1"},
+    "finetune-sweep/gc-in-workers": {"SWEEP_WORKER_GC_FREEZE": "0"},
     "finetune-sweep/connect-retry-1s": {
         "RAY_raylet_client_connect_timeout_milliseconds": "1000",
         "RAY_raylet_client_num_connect_attempts": "10",
@@ -94,21 +89,13 @@ VARIANT_ENV = {
 def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any, Any, bool]:
     """``sweep.runner._start`` as it was: wait for the data check, open the record, then start Ray (and no
     Ctrl-C handling: the third value, interrupted, is False)."""
-    from sweep import ray_backend, runner
+    from sweep import runner
+    from sweep.ray import session as ray_session
 
     opened = runner._open(spec, planned, resume_dir, resume_dir is not None)
-    session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
+    session = ray_session.start_ray(spec.execution.address, spec.execution.dashboard)
     session.attach(opened.run_dir)
     return session, opened, False
-
-
-def warm_worker_collecting() -> None:
-    """``sweep.ray_backend.warm_worker`` as it was: the imports with the collector on, and no freeze when the
-    first trial starts (this hook runs in each trial worker, before its trainable is called)."""
-    from sweep import ray_backend
-
-    ray_backend._settle_worker = lambda: None
-    import trainers.loop  # noqa: F401
 
 
 SERIAL_START = "finetune-sweep/serial-start"
@@ -116,16 +103,7 @@ AUTOCONFIG_CHECK = "finetune-sweep/autoconfig-check"
 EXISTING_STORE = "finetune-sweep/existing-store"
 OWN_SPLIT = "finetune-sweep/own-split"
 SPLIT_IN_WORKERS = "finetune-sweep/split-in-workers"
-GC_IN_WORKERS = "finetune-sweep/gc-in-workers"
 GC_AT_START = "finetune-sweep/gc-at-start"
-NODE_WAIT_1S = "finetune-sweep/node-wait-1s"
-LOG_MONITOR = "finetune-sweep/log-monitor"
-
-
-@contextlib.contextmanager
-def _rays_own_node_wait(asked: list[int | None]) -> Any:
-    """``sweep.ray_backend._prompt_node_wait`` taken back: ray.init waits for its raylet as Ray does."""
-    yield
 
 
 def _env() -> None:
@@ -185,7 +163,8 @@ def run_finetune_sweep(
     # imports outside the sweep clock, as for every method (run_sweep would import these while its data
     # check runs in a child process)
     began = time.time()
-    from sweep import optuna_study, ray_backend, tracking  # noqa: F401
+    from sweep import optuna_study, tracking  # noqa: F401
+    from sweep.ray import tuner  # noqa: F401
 
     imports_s = time.time() - began
     if existing_store:
@@ -482,18 +461,6 @@ def main() -> None:
             # the child asks AutoConfig for every depth, as before trainers.model_files.stated_depth
             before = "import trainers.plan; trainers.plan.stated_depth = lambda name: None; "
             sweep.runner._PREFLIGHT_CHILD = before + sweep.runner._PREFLIGHT_CHILD
-        if method == GC_IN_WORKERS:
-            from sweep import ray_backend
-
-            ray_backend.WARM_HOOK = "benchmarks.methods.warm_worker_collecting"  # (this file runs as __main__)
-        if method == NODE_WAIT_1S:
-            from sweep import ray_backend
-
-            ray_backend._prompt_node_wait = _rays_own_node_wait  # type: ignore[assignment]
-        if method == LOG_MONITOR:
-            from sweep import ray_backend
-
-            ray_backend._without_log_monitor = contextlib.nullcontext  # type: ignore[assignment]
         if method == GC_AT_START:
             import sweep.runner
 

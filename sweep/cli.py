@@ -230,7 +230,7 @@ def _optuna_dashboard(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
-    from sweep.ray_backend import auth_token
+    from sweep.ray.session import auth_token
     from sweep.run_dir import RAY_FILE
 
     latest = sorted(Path(args.runs_dir).glob(f"*/*/{RAY_FILE}"), key=lambda p: p.stat().st_mtime)
@@ -287,7 +287,7 @@ def _init_storage(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from sweep import cluster
+    from sweep.ray import cluster
 
     if args.action == "down":
         stopped = cluster.down(args.runs_dir)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sweep.cluster import Cluster
+from sweep.ray.cluster import Cluster
 from sweep.secrets import mask
 from sweep.spec import SpecError, SweepError, SweepSpec
 
@@ -110,7 +110,7 @@ def _talking_to(address: str, what: str) -> Iterator[None]:
 def _client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    from sweep.ray_backend import auth_token
+    from sweep.ray.session import auth_token
 
     for name in list(logging.root.manager.loggerDict):  # Ray's notes on packaging and websockets
         if name.startswith("ray"):

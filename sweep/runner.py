@@ -374,7 +374,7 @@ def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tu
     other: Ray is shut down, an opened record closed FAILED; a data mistake (SpecError) is what is raised."""
     import threading
 
-    from sweep import ray_backend
+    from sweep.ray import session as ray_session
 
     # with the plan known already (checked here), the run dir is made before Ray starts
     run_dir = resume_dir or (new_run_dir(spec.execution.runs_dir, spec.name) if planned.done() else None)
@@ -397,7 +397,7 @@ def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tu
             planned.cancel()  # a data check the user no longer waits for
         helper.join()
         if interrupted and "opened" in outcome:
-            return ray_backend.RaySession(), outcome["opened"], True
+            return ray_session.RaySession(), outcome["opened"], True
         if "opened" in outcome:
             outcome["opened"].recorder.close(False, True)
         if isinstance(outcome.get("error"), SpecError) and not interrupted:
@@ -405,7 +405,7 @@ def _start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tu
         raise exc
 
     try:
-        session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
+        session = ray_session.start_ray(spec.execution.address, spec.execution.dashboard)
     except BaseException as exc:
         return settle(exc)
     try:
@@ -429,7 +429,7 @@ def collector_paused_for_start() -> Iterator[Callable[[], None]]:
     unfrozen, it spent ~0.45 s walking the start's objects right then, on the way to the first trial) and
     turns the collector on; at the sweep's end the frozen objects are the collector's again. A caller
     that paused or froze it already keeps it as it is. (The data check's child imports without it, and
-    so does each trial worker of a local Ray the sweep starts: ``ray_backend.warm_worker``.)"""
+    so does each trial worker of a local Ray the sweep starts: ``sweep.ray.worker.warm_worker``.)"""
     if not gc.isenabled() or gc.get_freeze_count():
         yield lambda: None
         return
@@ -464,7 +464,8 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 def _run_sweep(
     spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]
 ) -> SweepResult:
-    from sweep import confirm_phase, ray_backend  # imported while the child checks
+    from sweep import confirm_phase
+    from sweep.ray import tuner as ray_tuner  # (with Ray) imported while the child checks
 
     if planned.done():
         planned.result()  # checked in this process already: a SpecError before anything starts
@@ -537,7 +538,7 @@ def _run_sweep(
             budget_s = spec.budget.time_budget_s
             if num_trials > 0 and not interrupted:  # (Ctrl-C as the sweep started)
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-                    ray_backend.run_tuner(
+                    ray_tuner.run_tuner(
                         spec,
                         bridge,
                         observer,
