@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).parents[2]
 
 
@@ -62,6 +64,7 @@ def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing started, nothing recorded
 
 
+@pytest.mark.integration  # a real `sweep run`: Ray starts beside the data check
 def test_data_error_exits_2_and_records_nothing(tmp_path):
     """(Ray starts while the data is checked, and is gone again.)"""
     proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "trial.data.label_column=sentiment", cwd=tmp_path)
