@@ -1,4 +1,5 @@
-"""The Ray adapter: every ``import ray`` of the sweep is in this package.
+"""The Ray adapter: every ``import ray`` of the sweep is in this package (but for ``sweep.jobs``, the client of
+Ray's Job Submission API).
 
 - ``worker``: inside a trial's Ray worker (the trainable, its reporter, the worker's start-up hook)
 - ``search``: the Searcher over the Optuna study, and the TrialScheduler each pruner becomes
