@@ -85,10 +85,8 @@ bench-quick: setup
 START_SEEDS ?= 0 1 2 3 4
 bench-start: setup
 	$(BIN)/python -m benchmarks.bench --size start --seeds $(START_SEEDS) --methods finetune-sweep ray-asha \
-		finetune-sweep/serial-start finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/autoconfig-check \
-		finetune-sweep/existing-store finetune-sweep/gc-in-workers finetune-sweep/gc-at-start \
-		finetune-sweep/own-split finetune-sweep/split-in-workers finetune-sweep/connect-retry-1s \
-		finetune-sweep/node-wait-1s finetune-sweep/log-monitor
+		finetune-sweep/tbx-logger finetune-sweep/prestart finetune-sweep/existing-store \
+		finetune-sweep/gc-in-workers finetune-sweep/own-split finetune-sweep/connect-retry-1s
 
 # on a machine with a GPU: the SST-2 sweep with 1, 2 and 4 trials sharing it, trials/hour and GPU memory
 bench-gpu: setup

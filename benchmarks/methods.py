@@ -16,7 +16,6 @@ Methods:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -47,36 +46,20 @@ VARIANTS = {
     "finetune-sweep/tbx-logger": [],
     # before: Ray prestarts one idle worker per CPU, which Tune's trials never use (env below)
     "finetune-sweep/prestart": [],
-    # before: the data check, then the record, then Ray, one after the other (SERIAL_START below)
-    "finetune-sweep/serial-start": [],
-    # before: the data check read each model's depth with transformers' AutoConfig, which imports torch
-    # (~3 CPU-s beside Ray's start)
-    "finetune-sweep/autoconfig-check": [],
     # not a speed-up: a project's later sweeps, whose MLflow database exists (another process made it,
     # outside the clock); every other run opens a new one (~1 CPU-s of schema migrations)
     "finetune-sweep/existing-store": [],
     # before: the trial workers' cyclic collector ran while they imported torch and transformers, and walked
-    # those objects at every trial's start and end (GC_IN_WORKERS below)
+    # those objects at every trial's start and end (env below: sweep.ray.worker.GC_FREEZE_ENV)
     "finetune-sweep/gc-in-workers": [],
-    # before: the collector ran through the sweep's start in the driver and the data check's child
-    "finetune-sweep/gc-at-start": [],
     # not a speed-up: the shipped spec's own path, one training file (the pool) that the sweep splits 80/20
     # itself (OWN_SPLIT below), where every other run gives the benchmark's validation file
     "finetune-sweep/own-split": [],
-    # before: on that path, every trial worker split the data again (sklearn's imports before its first
-    # step) where the data check's split is now saved in the run dir (SPLIT_IN_WORKERS below)
-    "finetune-sweep/split-in-workers": [],
     # before: Ray's socket clients retried once a second (Ray's default), and a starting raylet, connecting
     # to its own object store before that was open, waited a whole second about every other start
     "finetune-sweep/connect-retry-1s": [],
-    # before: ray.init learned that its raylet had registered through Ray's own lookup alone, which asks once
-    # a second (NODE_WAIT_1S below)
-    "finetune-sweep/node-wait-1s": [],
-    # before: a local Ray ran its log monitor, which publishes the workers' output for drivers to print
-    # (the sweep's prints none) (LOG_MONITOR below)
-    "finetune-sweep/log-monitor": [],
 }
-COMPARED_WITH = {"finetune-sweep/split-in-workers": "finetune-sweep/own-split"}
+COMPARED_WITH: dict[str, str] = {}
 """A variant that takes a speed-up back from another variant is compared with that one."""
 VARIANT_ENV = {
     "finetune-sweep/onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
@@ -84,6 +67,7 @@ VARIANT_ENV = {
     "finetune-sweep/glibc-workers": {"RAY_LD_PRELOAD_ON_WORKERS": "0"},
     "finetune-sweep/tbx-logger": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"},
     "finetune-sweep/prestart": {"RAY_prestart_worker_first_driver": "1"},
+    "finetune-sweep/gc-in-workers": {"SWEEP_WORKER_GC_FREEZE": "0"},
     "finetune-sweep/connect-retry-1s": {
         "RAY_raylet_client_connect_timeout_milliseconds": "1000",
         "RAY_raylet_client_num_connect_attempts": "10",
@@ -91,41 +75,8 @@ VARIANT_ENV = {
 }
 
 
-def _serial_start(spec: Any, planned: Any, resume_dir: Path | None) -> tuple[Any, Any, bool]:
-    """``sweep.runner._start`` as it was: wait for the data check, open the record, then start Ray (and no
-    Ctrl-C handling: the third value, interrupted, is False)."""
-    from sweep import ray_backend, runner
-
-    opened = runner._open(spec, planned, resume_dir, resume_dir is not None)
-    session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
-    session.attach(opened.run_dir)
-    return session, opened, False
-
-
-def warm_worker_collecting() -> None:
-    """``sweep.ray_backend.warm_worker`` as it was: the imports with the collector on, and no freeze when the
-    first trial starts (this hook runs in each trial worker, before its trainable is called)."""
-    from sweep import ray_backend
-
-    ray_backend._settle_worker = lambda: None
-    import trainers.loop  # noqa: F401
-
-
-SERIAL_START = "finetune-sweep/serial-start"
-AUTOCONFIG_CHECK = "finetune-sweep/autoconfig-check"
 EXISTING_STORE = "finetune-sweep/existing-store"
 OWN_SPLIT = "finetune-sweep/own-split"
-SPLIT_IN_WORKERS = "finetune-sweep/split-in-workers"
-GC_IN_WORKERS = "finetune-sweep/gc-in-workers"
-GC_AT_START = "finetune-sweep/gc-at-start"
-NODE_WAIT_1S = "finetune-sweep/node-wait-1s"
-LOG_MONITOR = "finetune-sweep/log-monitor"
-
-
-@contextlib.contextmanager
-def _rays_own_node_wait(asked: list[int | None]) -> Any:
-    """``sweep.ray_backend._prompt_node_wait`` taken back: ray.init waits for its raylet as Ray does."""
-    yield
 
 
 def _env() -> None:
@@ -185,7 +136,8 @@ def run_finetune_sweep(
     # imports outside the sweep clock, as for every method (run_sweep would import these while its data
     # check runs in a child process)
     began = time.time()
-    from sweep import optuna_study, ray_backend, tracking  # noqa: F401
+    from sweep import optuna_study, tracking  # noqa: F401
+    from sweep.ray import tuner  # noqa: F401
 
     imports_s = time.time() - began
     if existing_store:
@@ -472,39 +424,6 @@ def main() -> None:
     size = SIZES[size_name]
     with tempfile.TemporaryDirectory(prefix=f"bench-{method.replace('/', '_')}-") as tmp:
         work = Path(tmp)
-        if method == SERIAL_START:
-            import sweep.runner
-
-            sweep.runner._start = _serial_start  # type: ignore[assignment]
-        if method == AUTOCONFIG_CHECK:
-            import sweep.runner
-
-            # the child asks AutoConfig for every depth, as before trainers.model_files.stated_depth
-            before = "import trainers.plan; trainers.plan.stated_depth = lambda name: None; "
-            sweep.runner._PREFLIGHT_CHILD = before + sweep.runner._PREFLIGHT_CHILD
-        if method == GC_IN_WORKERS:
-            from sweep import ray_backend
-
-            ray_backend.WARM_HOOK = "benchmarks.methods.warm_worker_collecting"  # (this file runs as __main__)
-        if method == NODE_WAIT_1S:
-            from sweep import ray_backend
-
-            ray_backend._prompt_node_wait = _rays_own_node_wait  # type: ignore[assignment]
-        if method == LOG_MONITOR:
-            from sweep import ray_backend
-
-            ray_backend._without_log_monitor = contextlib.nullcontext  # type: ignore[assignment]
-        if method == GC_AT_START:
-            import sweep.runner
-
-            sweep.runner.collector_paused_for_start = lambda: contextlib.nullcontext(lambda: None)  # type: ignore[assignment,return-value]
-            paused = "import gc; gc.disable(); "
-            assert paused in sweep.runner._PREFLIGHT_CHILD, "the child's program changed: update this variant"
-            sweep.runner._PREFLIGHT_CHILD = sweep.runner._PREFLIGHT_CHILD.replace(paused, "")
-        if method == SPLIT_IN_WORKERS:
-            import sweep.runner
-
-            sweep.runner.PendingPlan.keep_split = lambda self, run_dir: None  # type: ignore[method-assign]
         if method == "finetune-sweep" or method in VARIANTS:
             result = run_finetune_sweep(
                 seed,
@@ -512,7 +431,7 @@ def main() -> None:
                 work,
                 VARIANTS.get(method),
                 method == EXISTING_STORE,
-                method in (OWN_SPLIT, SPLIT_IN_WORKERS),
+                method == OWN_SPLIT,
             )
         elif method in ("random", "ray-asha"):
             result = run_ray(seed, size, work, asha=method == "ray-asha")

@@ -135,7 +135,7 @@ def _latest_run(runs_dir: str, name: str) -> Path:
 
 def _optuna_dashboard(args: argparse.Namespace) -> int:
     from sweep.credentials import resolve
-    from sweep.optuna_study import serve_dashboard
+    from sweep.optuna_dashboard import serve_dashboard
     from sweep.run.record import read_state
     from sweep.run_dir import STATE_FILE
 
@@ -156,7 +156,7 @@ def _optuna_dashboard(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
-    from sweep.ray_backend import auth_token
+    from sweep.ray.session import auth_token
     from sweep.run_dir import RAY_FILE
 
     latest = sorted(Path(args.runs_dir).glob(f"*/*/{RAY_FILE}"), key=lambda p: p.stat().st_mtime)
@@ -170,21 +170,21 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from sweep.jobs import submit
+    from sweep.ray.jobs import submit
 
     submit(args.spec, args.overrides, args.address, working_dir=args.working_dir, installed=args.installed)
     return 0
 
 
 def _job_status(args: argparse.Namespace) -> int:
-    from sweep.jobs import status
+    from sweep.ray.jobs import status
 
     state = status(args.job_id, args.address)
     return 0 if state in ("SUCCEEDED", "RUNNING", "PENDING") else 1
 
 
 def _job_logs(args: argparse.Namespace) -> int:
-    from sweep.jobs import logs
+    from sweep.ray.jobs import logs
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops following, not the job
         logs(args.job_id, args.address, follow=args.follow)
@@ -192,7 +192,7 @@ def _job_logs(args: argparse.Namespace) -> int:
 
 
 def _job_stop(args: argparse.Namespace) -> int:
-    from sweep.jobs import stop
+    from sweep.ray.jobs import stop
 
     state = stop(args.job_id, args.address)
     return 0 if state == "STOPPED" or state == "SUCCEEDED" else 1
@@ -213,7 +213,7 @@ def _init_storage(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from sweep import cluster
+    from sweep.ray import cluster
 
     if args.action == "down":
         stopped = cluster.down(args.runs_dir)

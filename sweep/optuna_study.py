@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.samplers import build_sampler, distribution
+from sweep.optuna_samplers import build_sampler, distribution
 from sweep.space import Param, sample
 from sweep.spec import SweepSpec
 from sweep.status import TrialStatus
@@ -46,7 +46,7 @@ def open_study(
     """
     study = optuna.create_study(
         study_name=study_name,
-        storage=_storage(storage),
+        storage=storage_of(storage),
         sampler=build_sampler(spec.sampler, spec.space),
         pruner=spec.pruner.build(last_step),
         direction=spec.objective.direction,
@@ -62,7 +62,8 @@ def open_study(
     return study
 
 
-def _storage(url: str) -> Any:
+def storage_of(url: str) -> Any:
+    """The Optuna storage a sweep's storage URL names (``journal:PATH``, sqlite, or a database server)."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -75,9 +76,9 @@ def _storage(url: str) -> Any:
 def create_storage(url: str) -> None:
     """Create the storage's tables now (a database that sweeps will share; see ``_rdb_storage``)."""
     if url.startswith("sqlite:"):
-        optuna.storages.RDBStorage(url)  # _storage leaves sqlite URLs to create_study
+        optuna.storages.RDBStorage(url)  # storage_of leaves sqlite URLs to create_study
     else:
-        _storage(url)
+        storage_of(url)
 
 
 def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -140,12 +141,10 @@ class PruningJudge:
 def pruning_judge(spec: SweepSpec, last_step: int) -> PruningJudge | None:
     """A judge when the pruner compares trials on another metric (or direction) than the objective's;
     None when the study's own pruner judges the objective (or Ray's ASHA judges)."""
-    from sweep.pruners import AshaPruner
-
-    metric, direction = spec.pruner.judged(spec.objective.metric, spec.objective.direction)
-    if isinstance(spec.pruner, AshaPruner) or (metric, direction) == (spec.objective.metric, spec.objective.direction):
+    objective, direction = spec.objective.metric, spec.objective.direction
+    if not spec.pruner.judges_apart(objective, direction):
         return None
-    return PruningJudge(spec.pruner.build(last_step), direction)
+    return PruningJudge(spec.pruner.build(last_step), spec.pruner.judged(objective, direction)[1])
 
 
 @dataclass(frozen=True)
@@ -349,7 +348,7 @@ def ended_trials(storage: str, study_name: str, owner: str | None = None) -> lis
     """A stored study's trials a sampler or pruner learns from, as plain data (for a warm start): completed,
     pruned, and diverged ones (a FAIL whose status says so: a configuration not worth asking again). With
     ``owner`` (a shared study), only that sweep's."""
-    study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    study = optuna.load_study(study_name=study_name, storage=storage_of(storage))
     out = []
     for t in study.get_trials(deepcopy=False):
         diverged = t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == TrialStatus.DIVERGED.value
@@ -402,17 +401,10 @@ def param_importances(
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(names)))
 
 
-def serve_dashboard(storage: str, host: str, port: int) -> None:
-    """optuna-dashboard on the sweep's study storage (blocks until Ctrl-C)."""
-    from optuna_dashboard import run_server
-
-    run_server(_storage(storage), host=host, port=port)
-
-
 def study_trials(storage: str, study_name: str, owner: str | None = None, shared: bool = False) -> list[dict[str, Any]]:
     """Every trial of a stored study that sweep ``owner`` asked, as plain data: number, status, params,
     the objective per step. (In a study of one sweep's own, an unmarked trial predates owners: its.)"""
-    study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    study = optuna.load_study(study_name=study_name, storage=storage_of(storage))
     out = []
     for t in study.get_trials(deepcopy=False):
         marked = t.user_attrs.get(OWNER_ATTR, None if shared else owner)

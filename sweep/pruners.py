@@ -1,21 +1,37 @@
-"""Pruner settings, one class per kind, each with only its own fields and building its own pruner.
+"""Pruner settings, one class per kind: each has only its own fields and knows the whole strategy, how
+it judges trials (``judged``, ``judges_apart``), the Optuna pruner it becomes (``build``) and the Ray
+scheduler it becomes (``asha_rungs``). The Optuna adapter (``optuna_study``) and the Ray adapter
+(``sweep.ray.search``) ask; neither looks at a pruner's class. Adding a pruner is one class here, listed in
+``PrunerSpec``.
 
-An Optuna adapter (with ``samplers.py`` and ``optuna_study.py``, the only modules that import optuna).
-Adding a pruner is one class here, listed in ``PrunerSpec``.
+Part of the spec: optuna is imported only where a pruner is built, so reading a spec imports neither
+optuna nor ray.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import optuna
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from trainers.config import TrialConfig
 from trainers.settings import Section
 
+if TYPE_CHECKING:
+    import optuna
+
 LOWER_IS_BETTER = ("loss", "perplexity", "error", "mse", "mae", "rmse")
+
+
+@dataclass(frozen=True)
+class AshaRungs:
+    """Ray's ASHA scheduler as a pruner sets it: the first rung at ``min_resource`` steps, and
+    1/``reduction_factor`` of the trials kept at each rung."""
+
+    min_resource: int
+    reduction_factor: int
 
 
 class BasePruner(Section):
@@ -28,6 +44,19 @@ class BasePruner(Section):
     def judged(self, objective: str, objective_direction: str) -> tuple[str, str]:
         """The metric this pruner compares trials on, and its direction: the objective's by default."""
         return objective, objective_direction
+
+    def asha_rungs(self) -> AshaRungs | None:
+        """The Ray scheduler this pruner becomes: Ray's ASHA with these rungs, or None for the sweep's
+        pruning scheduler, which hands every report to the Optuna pruner that ``build`` made."""
+        return None
+
+    def judges_apart(self, objective: str, objective_direction: str) -> bool:
+        """True when the Optuna pruner compares another metric (or direction) than the study's objective:
+        it then judges in a study of its own (``optuna_study.PruningJudge``), in ``judged``'s direction."""
+        return self.asha_rungs() is None and self.judged(objective, objective_direction) != (
+            objective,
+            objective_direction,
+        )
 
     def problems(self, template: TrialConfig, last_step: int | None) -> list[str]:
         """What this pruner needs from the trials; ``last_step`` is None until the data is read."""
@@ -73,6 +102,8 @@ class MedianPruner(_JudgesAMetric):
     num_startup_trials: NonNegativeInt = Field(2, description="Trials that are never pruned.")
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         return optuna.pruners.MedianPruner(n_startup_trials=self.num_startup_trials, n_warmup_steps=self.warmup_steps)
 
 
@@ -85,6 +116,8 @@ class PercentilePruner(_JudgesAMetric):
     num_startup_trials: NonNegativeInt = Field(2, description="Trials that are never pruned.")
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         return optuna.pruners.PercentilePruner(
             self.percentile, n_startup_trials=self.num_startup_trials, n_warmup_steps=self.warmup_steps
         )
@@ -96,6 +129,8 @@ class SuccessiveHalvingPruner(_RungPruner):
     kind: Literal["successive_halving"] = "successive_halving"
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=self.min_resource, reduction_factor=self.reduction_factor
         )
@@ -107,6 +142,8 @@ class HyperbandPruner(_RungPruner):
     kind: Literal["hyperband"] = "hyperband"
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         return optuna.pruners.HyperbandPruner(
             min_resource=self.min_resource, max_resource=last_step, reduction_factor=self.reduction_factor
         )
@@ -119,6 +156,8 @@ class WilcoxonPruner(BasePruner):
     p_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="Prune below this p-value.")
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         with warnings.catch_warnings():  # "experimental" since Optuna 3.6
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.pruners.WilcoxonPruner(p_threshold=self.p_threshold)
@@ -135,7 +174,12 @@ class AshaPruner(_RungPruner):
     kind: Literal["asha"] = "asha"
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
-        return optuna.pruners.NopPruner()  # the Ray adapter builds the ASHA scheduler
+        import optuna
+
+        return optuna.pruners.NopPruner()  # Ray's ASHA judges (``asha_rungs``); the study records the values
+
+    def asha_rungs(self) -> AshaRungs:
+        return AshaRungs(self.min_resource, self.reduction_factor)
 
 
 class NoPruner(BasePruner):
@@ -144,6 +188,8 @@ class NoPruner(BasePruner):
     kind: Literal["none"] = "none"
 
     def build(self, last_step: int) -> optuna.pruners.BasePruner:
+        import optuna
+
         return optuna.pruners.NopPruner()
 
 

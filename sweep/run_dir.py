@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -31,20 +29,3 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"{stamp}: 999 sweeps started in this second")
-
-
-def ray_temp_dir(link: Path) -> tuple[str, bool]:
-    """A Ray temp dir reachable as ``link``; True when it is a short stand-in under /tmp. Ray puts unix
-    sockets ~62 characters below it and a socket path may not exceed 107 bytes, so a long path gets a
-    short real one in /tmp and ``link`` points to it until Ray is done."""
-    link = link.parent.resolve() / link.name
-    if len(str(link)) <= 40:
-        link.mkdir(parents=True, exist_ok=True)
-        return str(link), False
-    digest = hashlib.sha1(str(link).encode()).hexdigest()[:10]
-    short = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
-    short.mkdir(parents=True, exist_ok=True)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(short, target_is_directory=True)
-    return str(short), True

@@ -7,6 +7,7 @@ so conditional parameters are simply not asked for when their condition fails. N
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
 
@@ -210,3 +211,17 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def grid_points(space: Mapping[str, Param]) -> dict[str, list[Any]]:
+    """Each parameter with finitely many values, and its values."""
+    grid: dict[str, list[Any]] = {}
+    for path, p in space.items():
+        if isinstance(p, CategoricalParam):
+            grid[path] = list(p.choices)
+        elif isinstance(p, IntParam):
+            grid[path] = list(range(p.low, p.high + 1, p.step))
+        elif isinstance(p, FloatParam) and p.step is not None:
+            count = math.floor((p.high - p.low) / p.step + 1e-9) + 1
+            grid[path] = [p.low + i * p.step for i in range(count)]
+    return grid

@@ -91,7 +91,10 @@ def test_cells_are_median_and_range_and_ratios_compare_with_the_fastest_baseline
     assert [ln.split("|")[1].strip() for ln in text.splitlines()[2:]] == ["finetune-sweep", "random", "hf-trainer"]
 
 
-def test_a_variant_that_takes_back_another_variants_speed_up_is_compared_with_that_variant():
+def test_a_variant_that_takes_back_another_variants_speed_up_is_compared_with_that_variant(monkeypatch):
+    from benchmarks import methods
+
+    monkeypatch.setitem(methods.COMPARED_WITH, "finetune-sweep/split-in-workers", "finetune-sweep/own-split")
     base = {"steps": 40, "best_val": 0.56, "test_acc": 0.48, "peak_gib": 2.0, "cpu_s": 30.0}
     runs = [
         {"method": "finetune-sweep", "seed": 0, "wall_s": 20, "first_step_s": 10.0, "start_cpu_s": 18.0},
@@ -224,7 +227,7 @@ def test_the_starts_cpu_is_split_by_process_and_grouped_into_parts():
         {"method": "finetune-sweep", "start_cpu_by_process": [
             ("ray::ImplicitFunc.train", 6.0), ("ray::ImplicitFunc", 5.0), ("-m benchmarks.methods", 2.0),
             ("dashboard.py --host=127.0.0.1", 1.0), ("-B -c", 1.0), ("ray-dashboard-NodeHead-0", 0.2),
-            ("-c import gc; gc.disable(); from sweep.runner import _prefli", 0.8), ("-u log_monitor.py", 0.5),
+            ("-c import gc; gc.disable(); from sweep.run.preflight import _pr", 0.8), ("-u log_monitor.py", 0.5),
         ]},
         {"method": "finetune-sweep", "start_cpu_by_process": [
             ("ray::ImplicitFunc.train", 7.0), ("-m benchmarks.methods", 3.0), ("dashboard.py --host=127.0.0.1", 1.2),

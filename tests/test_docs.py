@@ -9,7 +9,8 @@ import jsonschema  # a dependency of Ray's, so always installed with the project
 import pytest
 
 from sweep import spec_docs
-from sweep.spec import SpecError, load_spec
+from sweep.errors import SpecError
+from sweep.spec import load_spec
 from trainers.config import read_yaml_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,8 +35,8 @@ def run(
 ) -> None:
     """Plan and queue the confirmations, then run ``num_slots`` trials on Ray: the confirmations first,
     the slots they leave searching on (the budget is a number of trials, whatever they do)."""
-    from sweep import ray_backend
     from sweep.observer import LiveView
+    from sweep.ray import tuner as ray_tuner
 
     if time_left_s is not None and time_left_s <= 0:
         echo(f"confirmation: none, the time budget ran out in the search ({num_slots} slots unused)")
@@ -62,7 +62,7 @@ def run(
     if num < num_slots:
         echo(f"confirmation: {num_slots - num} of the {num_slots} slots unneeded: they search on")
     with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-        ray_backend.run_tuner(
+        ray_tuner.run_tuner(
             spec,
             opened.bridge,
             observer,

@@ -57,7 +57,7 @@ def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = p
 def _run_sweep(
     spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]
 ) -> SweepResult:
-    from sweep import ray_backend
+    from sweep.ray import tuner as ray_tuner  # (with Ray) imported while the child checks
     from sweep.run import confirm_phase  # imported while the child checks
 
     if planned.done():
@@ -131,7 +131,7 @@ def _run_sweep(
             budget_s = spec.budget.time_budget_s
             if num_trials > 0 and not interrupted:  # (Ctrl-C as the sweep started)
                 with progress if isinstance(progress, LiveView) else contextlib.nullcontext():
-                    ray_backend.run_tuner(
+                    ray_tuner.run_tuner(
                         spec,
                         bridge,
                         observer,

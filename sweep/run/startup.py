@@ -76,7 +76,7 @@ def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tup
     other: Ray is shut down, an opened record closed FAILED; a data mistake (SpecError) is what is raised."""
     import threading
 
-    from sweep import ray_backend
+    from sweep.ray import session as ray_session
 
     # with the plan known already (checked here), the run dir is made before Ray starts
     run_dir = resume_dir or (new_run_dir(spec.execution.runs_dir, spec.name) if planned.done() else None)
@@ -99,7 +99,7 @@ def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tup
             planned.cancel()  # a data check the user no longer waits for
         helper.join()
         if interrupted and "opened" in outcome:
-            return ray_backend.RaySession(), outcome["opened"], True
+            return ray_session.RaySession(), outcome["opened"], True
         if "opened" in outcome:
             outcome["opened"].recorder.close(False, True)
         if isinstance(outcome.get("error"), SpecError) and not interrupted:
@@ -107,7 +107,7 @@ def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tup
         raise exc
 
     try:
-        session = ray_backend.start_ray(spec.execution.address, spec.execution.dashboard)
+        session = ray_session.start_ray(spec.execution.address, spec.execution.dashboard)
     except BaseException as exc:
         return settle(exc)
     try:

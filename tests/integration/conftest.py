@@ -5,8 +5,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def shared_ray(tmp_path_factory):
-    """The module's Ray: its ``sweep.ray_backend.RaySession``."""
-    from sweep.ray_backend import ray_session
+    """The module's Ray: its ``sweep.ray.session.RaySession``."""
+    from sweep.ray.session import ray_session
 
     with ray_session(None, tmp_path_factory.mktemp("ray-session"), dashboard=False) as session:
         yield session

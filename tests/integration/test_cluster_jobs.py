@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.cluster import group_members
-from sweep.ray_backend import auth_token
+from sweep.ray.cluster import group_members
+from sweep.ray.session import auth_token
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]

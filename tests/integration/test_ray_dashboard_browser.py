@@ -49,7 +49,7 @@ def test_ray_dashboard_shows_the_running_trial_through_token_auth(tmp_path):
         token_out = subprocess.run(
             [sys.executable, "-m", "sweep", "dashboard"], cwd=tmp_path, capture_output=True, text=True, timeout=60
         ).stdout
-        from sweep.ray_backend import auth_token
+        from sweep.ray.session import auth_token
 
         token = auth_token()
         assert token and token in token_out and url in token_out

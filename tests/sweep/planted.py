@@ -144,7 +144,7 @@ def run(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2)
 
 def evidence_of(scenario: Scenario, num_trials: int, seed: int, confirm_trials: int = 2) -> Evidence:
     """The evidence of such a sweep: its search trials, then the confirmations their analysis planned."""
-    from sweep.samplers import build_sampler
+    from sweep.optuna_samplers import build_sampler
 
     spec = _spec(scenario, seed)
     rng = np.random.default_rng(seed)

@@ -64,7 +64,7 @@ def test_bad_spec_exits_2_with_one_line_per_problem(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing started, nothing recorded
 
 
-@pytest.mark.integration  # Ray starts while the data is checked
+@pytest.mark.integration  # a real `sweep run`: Ray starts beside the data check
 def test_data_error_exits_2_and_records_nothing(tmp_path):
     """(Ray starts while the data is checked, and is gone again.)"""
     proc = _sweep("run", str(REPO / "search_spaces" / "demo.yaml"), "trial.data.label_column=sentiment", cwd=tmp_path)

@@ -92,7 +92,7 @@ def test_env_passwords_with_url_characters_are_encoded_and_still_masked(monkeypa
     )
 
 
-@pytest.mark.integration  # (Ray starts beside the record that cannot open)
+@pytest.mark.integration  # a real `sweep run`: Ray starts beside the record's opening
 def test_an_unreachable_tracking_server_does_not_print_its_password(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

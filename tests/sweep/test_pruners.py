@@ -75,3 +75,33 @@ def test_kind_defaults_to_median_and_tpe():
     spec = _spec(pruner={"warmup_steps": 20}, sampler={"seed": 4})
     assert (spec.pruner.kind, spec.pruner.warmup_steps) == ("median", 20)
     assert (spec.sampler.kind, spec.sampler.seed) == ("tpe", 4)
+
+
+@pytest.mark.parametrize(
+    ("pruner", "rungs", "apart"),
+    [
+        ({"kind": "median"}, None, False),  # the study's own pruner judges the objective
+        ({"kind": "median", "metric": "val_loss"}, None, True),  # another metric: a study of its own
+        ({"kind": "percentile", "direction": "minimize"}, None, True),  # another direction, the same
+        ({"kind": "hyperband", "min_resource": 10}, None, False),
+        ({"kind": "asha", "min_resource": 10, "reduction_factor": 2}, (10, 2), False),  # Ray's ASHA judges
+        ({"kind": "asha", "metric": "val_loss"}, (1, 3), False),
+        ({"kind": "none"}, None, False),
+    ],
+)
+def test_each_pruner_says_which_ray_scheduler_it_becomes_and_where_it_judges(pruner, rungs, apart):
+    built = _spec(objective={"metric": "val_accuracy", "direction": "maximize"}, pruner=pruner).pruner
+    found = built.asha_rungs()
+    assert (None if found is None else (found.min_resource, found.reduction_factor)) == rungs
+    assert built.judges_apart("val_accuracy", "maximize") is apart
+
+
+def test_reading_a_spec_imports_neither_optuna_nor_ray():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sweep.spec, sweep.pruners, sweep.samplers;"
+        "assert 'optuna' not in sys.modules and 'ray' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -367,7 +367,7 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
     """startup.start with Ray's start and the record's opening replaced (each fails when given an
     exception; ``checked``: the data check's problem): returns the call, the Ray session it would get
     and the record it would open."""
-    from sweep import ray_backend
+    from sweep.ray import session as ray_session
     from sweep.run import startup
     from sweep.run.plan import SweepPlan
     from sweep.run.preflight import PendingPlan
@@ -385,7 +385,7 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
             raise opened
         return startup.Opened(planned.result(), run_dir, "sqlite:///x", recorder, None)
 
-    monkeypatch.setattr(ray_backend, "start_ray", start_ray)
+    monkeypatch.setattr(ray_session, "start_ray", start_ray)
     monkeypatch.setattr(startup, "open_sweep", open_)
     monkeypatch.setattr(startup, "new_run_dir", lambda runs_dir, name: tmp_path)
     planned = PendingPlan(SweepPlan({}, 24), checked)
@@ -450,7 +450,7 @@ def test_resume_takes_a_killed_sweeps_ray_files_in_and_leaves_a_running_ones(tmp
     import sys
     import tempfile
 
-    from sweep.ray_backend import STAND_IN, RaySession
+    from sweep.ray.session import STAND_IN, RaySession
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     for owner, kept in ((int(dead.stdout), False), (os.getppid(), True)):

@@ -5,7 +5,7 @@ import pathspec
 import pytest
 
 from sweep.cli import main
-from sweep.jobs import EXCLUDES
+from sweep.ray.jobs import EXCLUDES
 
 
 @pytest.mark.parametrize(

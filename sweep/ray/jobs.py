@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from sweep.cluster import Cluster
 from sweep.credentials import mask
 from sweep.errors import SpecError, SweepError
+from sweep.ray.cluster import Cluster
 from sweep.spec import SweepSpec
 
 # never uploaded: results, environments, caches, VCS (Ray's working_dir excludes, gitignore syntax)
@@ -111,7 +111,7 @@ def _talking_to(address: str, what: str) -> Iterator[None]:
 def _client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    from sweep.ray_backend import auth_token
+    from sweep.ray.session import auth_token
 
     for name in list(logging.root.manager.loggerDict):  # Ray's notes on packaging and websockets
         if name.startswith("ray"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sweep.errors import SweepError
-from sweep.run_dir import ray_temp_dir
+from sweep.ray.session import alive, auth_token, keep_logs, short_temp_dir
 
 CLUSTER_DIR = "cluster"
 STATE = "cluster.json"
@@ -57,19 +56,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (our own child, not yet reaped) is not alive
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    return True
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -123,7 +109,7 @@ def _default_sigint() -> None:
 def _ray_start(args: list[str], name: str, home: Path) -> Node:
     ray_bin = Path(sys.executable).parent / "ray"
     log = home / f"{name}.log"
-    temp_dir, _ = ray_temp_dir(home / f"ray-{name}")
+    temp_dir, _ = short_temp_dir(home / f"ray-{name}")
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(ray_bin), "start", "--block", "--disable-usage-stats", f"--temp-dir={temp_dir}", *args],
@@ -161,7 +147,7 @@ def _node_args(cpus: float, gpus: float, memory_gb: float) -> list[str]:
 def _wait_for(check, what: str, timeout: float, nodes: list[Node]) -> None:  # type: ignore[no-untyped-def]
     deadline = time.time() + timeout
     while not check():
-        dead = [n for n in nodes if not _alive(n.pid)]
+        dead = [n for n in nodes if not alive(n.pid)]
         if dead:
             tail = Path(dead[0].log).read_text()[-1500:]
             raise SweepError(f"cluster: node '{dead[0].name}' exited while starting; its log ends:\n{tail}")
@@ -174,8 +160,6 @@ def _wait_for(check, what: str, timeout: float, nodes: list[Node]) -> None:  # t
 
 def _alive_nodes(dashboard: str) -> int:
     """Nodes the head counts as alive (the dashboard's REST API, with the token if auth is on)."""
-    from sweep.ray_backend import auth_token
-
     request = urllib.request.Request(f"{dashboard}/nodes?view=summary")
     token = auth_token()
     if token:
@@ -201,7 +185,7 @@ def up(
     """Start a head and ``workers`` worker nodes; returns when all of them are alive."""
     home = Path(runs_dir) / CLUSTER_DIR
     running = Cluster.load(runs_dir)
-    if running is not None and any(_alive(n.pid) and _is_node(n) for n in running.nodes):
+    if running is not None and any(alive(n.pid) and _is_node(n) for n in running.nodes):
         raise SweepError(
             f"cluster: one is already running from {home} (dashboard {running.dashboard}); "
             "stop it first: make cluster-down"
@@ -246,11 +230,11 @@ def _stop(node: Node, grace: float) -> None:
     """SIGTERM to `ray start --block` (it ends its node's processes), then whatever is left of its group."""
     if not _is_node(node):  # gone (and its group too), or the PID is someone else's now: nothing to stop
         return
-    if _alive(node.pid):
+    if alive(node.pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(node.pid, signal.SIGTERM)
         deadline = time.time() + grace
-        while _alive(node.pid) and time.time() < deadline:
+        while alive(node.pid) and time.time() < deadline:
             time.sleep(0.2)
     for sig in (signal.SIGTERM, signal.SIGKILL):  # what `ray start` left (agents linger up to a minute)
         if not group_members(node.pid):
@@ -271,7 +255,7 @@ def down(runs_dir: str | Path = "runs", grace: float = 20) -> list[str]:
         return []
     stopped = []
     for node in [n for n in cluster.nodes if n.name != "head"] + [n for n in cluster.nodes if n.name == "head"]:
-        if _alive(node.pid) and _is_node(node):
+        if alive(node.pid) and _is_node(node):
             stopped.append(node.name)
         _stop(node, grace)
     home = Path(runs_dir) / CLUSTER_DIR
@@ -280,10 +264,5 @@ def down(runs_dir: str | Path = "runs", grace: float = 20) -> list[str]:
         (home / f"{node.name}.pid").unlink(missing_ok=True)
         link = home / f"ray-{node.name}"
         if link.is_symlink():  # a short stand-in under /tmp: keep the logs beside the cluster's, drop the rest
-            for logs in Path(node.temp_dir).glob("session_*/logs"):
-                if not logs.parent.is_symlink():
-                    target = home / "ray-logs" / node.name / logs.parent.name
-                    shutil.copytree(logs, target, symlinks=True, dirs_exist_ok=True)
-            link.unlink()
-            shutil.rmtree(node.temp_dir, ignore_errors=True)
+            keep_logs(Path(node.temp_dir), home / "ray-logs" / node.name, link)
     return stopped
