@@ -17,7 +17,7 @@ from typing import Any
 from unittest import mock
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sweep import cli
@@ -179,6 +179,8 @@ SEEN: dict[str, int] = {"0": 0, "2": 0}  # exit codes the examples got: both mus
 
 
 @SETTINGS
+@example(changes=[], data="good", overrides=[])  # the spec as it is: past every check
+@example(changes=[], data="good", overrides=["trial.optim.max_steps=8"])
 @given(
     changes=st.lists(mutation(), min_size=1, max_size=3),
     data=st.sampled_from(sorted(DATA)),
