@@ -52,8 +52,11 @@ def load_store(uri: str) -> None:
         names = ["mlflow.store.tracking.rest_store"]
     else:
         names = ["mlflow.store.tracking.file_store"]
-    for name in names:
-        importlib.import_module(name)
+    for name in names:  # MLflow's module layout, not its API: a layout that moved only loses the head start
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            logging.getLogger(__name__).debug("%s not found: the store loads when it opens", name)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -30,8 +30,8 @@ HOMES = {  # a heavy dependency -> the only modules that may import it
     "transformers": ("trainers/",),
     "peft": ("trainers/",),
 }
-PRIVATE = re.compile(r"\b(ray\._private|ray\._raylet|torch\._|mlflow\.store\b|optuna\._)")
-COMPAT = ("sweep/ray/_compat.py", "trainers/_compat.py", "sweep/tracking.py")
+PRIVATE = re.compile(r"\b(ray\._private|ray\._raylet|torch\._[a-z]|mlflow\.[a-z_.]*\._[a-z]|optuna\._[a-z])")
+COMPAT = ("sweep/ray/_compat.py", "trainers/_compat.py")
 
 
 def _modules() -> dict[str, Path]:

@@ -142,3 +142,21 @@ def test_one_registered_version_per_sweep_and_trial(tmp_path):
     assert str(client.get_model_version_by_alias("m", "candidate").version) == "2"
     register_candidate(rec.uri, "m", rec.trial_runs["a"], parent, {}, "d")  # asking for the old one moves nothing
     assert str(client.get_model_version_by_alias("m", "candidate").version) == "2"
+
+
+def test_a_store_module_mlflow_moved_only_loses_the_head_start(monkeypatch):
+    """load_store imports MLflow's store modules by their path (a layout, not an API): one that moved is
+    no error; the store then loads when the record opens."""
+    import importlib
+
+    from sweep import tracking
+
+    asked = []
+
+    def moved(name, package=None):
+        asked.append(name)
+        raise ImportError(name)
+
+    monkeypatch.setattr(importlib, "import_module", moved)
+    tracking.load_store("sqlite:///nowhere.db")
+    assert asked == ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "alembic.command"]
