@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
 from sweep.spec import TRIAL_PATHS, SweepSpec
@@ -29,8 +29,6 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 SCHEMA_FILE, REFERENCE_FILE = "spec.schema.json", "spec.md"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
-_POSITION_VALIDATOR = "trainers.config._position"
-"""The before-validator of a data column: an int names a column of a headerless file by position."""
 
 SECTION_NOTES = {
     "name": "The sweep's name: its MLflow experiment, its run dirs (runs/NAME/TIME) and its Optuna study.",
@@ -53,21 +51,13 @@ SECTION_NOTES = {
 
 
 class _SpecSchema(GenerateJsonSchema):
-    """pydantic's generator, but defaults made by a factory are shown, and a before-validator's schema
-    says what it accepts, where we know it."""
+    """pydantic's generator, but defaults made by a factory are shown."""
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
             return factory()  # type: ignore[call-arg]
         return super().get_default_value(schema)
-
-    def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
-        inner = super().function_before_schema(schema)
-        fn = schema["function"]["function"]
-        if f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}" == _POSITION_VALIDATOR:
-            return {**inner, "type": ["string", "integer"]}
-        return inner
 
 
 def spec_schema() -> dict[str, Any]:

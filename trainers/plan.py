@@ -10,7 +10,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainers.config import TrialConfig
 from trainers.errors import ConfigError
@@ -71,13 +71,28 @@ def last_step(cfg: TrialConfig, num_train: int) -> int:
 FEW_ROWS_PER_CLASS = 5
 
 
-_made: tuple[tuple[DataConfig, SplitConfig, str], str, Splits] | None = None
+_made: tuple[tuple[Any, ...], str, Splits] | None = None
 """The last split ``_split`` made, with the rows' fingerprint (one, not one per cached entry: a k-fold
 split of a large file is k times its rows' indices)."""
 
 
+def _file_stamp(data: DataConfig, task: str) -> tuple[str, int, int] | None:
+    """Which file, and which version of it, ``data`` names: the cache below is keyed on it, so a file
+    rewritten in place (or another file under the same relative path) is read again."""
+    from trainers.data.read import resolve_data_path
+
+    path = resolve_data_path(data, task)
+    try:
+        stat = path.stat()
+    except OSError:  # missing: load_rows says so
+        return None
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
 @functools.lru_cache(maxsize=32)
-def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
+def _split(
+    data: DataConfig, split: SplitConfig, task: str, stamp: tuple[str, int, int] | None
+) -> tuple[str, str, int, int, int, tuple, tuple]:  # type: ignore[type-arg]
     import numpy as np
 
     from trainers.data.read import load_rows
@@ -86,7 +101,7 @@ def _split(data: DataConfig, split: SplitConfig, task: str) -> tuple[str, str, i
     global _made
     rows = load_rows(data, task)
     splits = make_splits(rows, split)
-    _made = ((data, split, task), rows.fingerprint, splits)
+    _made = ((data, split, task, stamp), rows.fingerprint, splits)
     first = splits.folds[0]
     balance = []
     if rows.label_names:
@@ -112,7 +127,7 @@ def save_split(cfg: TrialConfig, path: Path) -> None:
     from trainers.data.read import load_rows
     from trainers.data.split import make_splits, save_splits, split_key
 
-    if _made is not None and _made[0] == (cfg.data, cfg.split, cfg.task):
+    if _made is not None and _made[0] == (cfg.data, cfg.split, cfg.task, _file_stamp(cfg.data, cfg.task)):
         _, data_fp, splits = _made
     else:
         rows = load_rows(cfg.data, cfg.task)
@@ -149,7 +164,9 @@ def plan_trial(cfg: TrialConfig) -> TrialPlan:
     The data is read once per (data, split) config in this process, so planning every trial of a sweep
     costs one read.
     """
-    data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(cfg.data, cfg.split, cfg.task)
+    data_fp, split_fp, num_train, num_val, num_test, balance, given = _split(
+        cfg.data, cfg.split, cfg.task, _file_stamp(cfg.data, cfg.task)
+    )
     check_layers(cfg)
     return TrialPlan(
         data_fp,

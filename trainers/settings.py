@@ -35,7 +35,7 @@ def _position(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-Column = Annotated[str, BeforeValidator(_position)]
+Column = Annotated[str, BeforeValidator(_position, json_schema_input_type=str | int)]
 
 
 class DataConfig(Section):
