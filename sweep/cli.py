@@ -172,7 +172,15 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from sweep.ray.jobs import submit
 
-    submit(args.spec, args.overrides, args.address, working_dir=args.working_dir, installed=args.installed)
+    submit(
+        args.spec,
+        args.overrides,
+        args.address,
+        working_dir=args.working_dir,
+        installed=args.installed,
+        dry_run=args.dry_run,
+        max_upload_mib=args.max_upload_mib,
+    )
     return 0
 
 
@@ -281,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the finetune-sweep installed on the cluster (its image); send only the spec",
     )
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded and left out; send nothing")
+    p.add_argument("--max-upload-mib", type=float, help="refuse a bigger upload (default: 100)")
     for name, helptext in (
         ("status", "a submitted sweep's job status"),
         ("logs", "a submitted sweep's output"),

@@ -7,6 +7,7 @@
 - ``session``: the Ray a sweep runs on, Ray's settings, temp dirs and logs, the auth token
 - ``cluster``: ``sweep cluster up|down``, a real Ray cluster on this machine
 - ``jobs``: a sweep submitted as a Ray job (Ray's Job Submission API)
+- ``upload``: what a submitted job takes from the project (Ray's exclusion rules, credentials, links, size)
 - ``_compat``: the only use of Ray's private names, each guarded
 
 Importing the package imports no Ray (``session`` and ``cluster`` load it only where Ray starts).

@@ -1,8 +1,9 @@
 """`sweep submit|status|logs|stop`: a sweep as a Ray job on a cluster, through Ray's Job Submission SDK.
 
-The spec and its data are checked here before anything is sent. The job runs ``python -m sweep run``
-on the cluster with the project as its working dir (without ``runs/``, ``.venv/`` and caches), and
-connects to the cluster it runs on (``execution.address=auto``). Ray's auth token is read where Ray
+The spec, its data and the upload are checked here before anything is sent. The job runs ``python -m
+sweep run`` on the cluster with a copy of the project as its working dir (``sweep.ray.upload``: without
+credentials, results, caches or links out of it; ``--dry-run`` lists it), and connects to the cluster it
+runs on (``execution.address=auto``). Ray's auth token is read where Ray
 keeps it and sent as a request header only: never printed, logged, put in the job or recorded.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -26,39 +27,10 @@ import yaml
 from sweep.credentials import mask
 from sweep.errors import SpecError, SweepError
 from sweep.ray.cluster import Cluster
+from sweep.ray.upload import EXCLUDES, MAX_UPLOAD_MIB, Upload, check_size, select
 from sweep.spec import SweepSpec
 
-# never uploaded: results, environments, caches, VCS (Ray's working_dir excludes, gitignore syntax)
-EXCLUDES = [
-    "runs/",
-    ".venv/",
-    "venv/",
-    ".git/",
-    "__pycache__/",
-    "*.pyc",
-    ".pytest_cache/",
-    ".mypy_cache/",
-    ".ruff_cache/",
-    ".hypothesis/",
-    "*.egg-info/",
-    "mlruns/",
-    "mlartifacts/",
-    "mlflow.db",
-    "docs/",
-    "build/",
-    "dist/",
-    ".dev/",
-    ".whl/",
-    # secrets: .gitignore is not applied (see submit), so the usual places for them are named here
-    ".env",
-    "*.env",
-    ".env.*",
-    "*.pem",
-    "*.key",
-    ".netrc",
-    ".pgpass",
-]
-JOB_SPECS = ".sweep-jobs"  # the job's resolved spec travels in the upload, then leaves the working dir
+JOB_SPECS = ".sweep-jobs"  # in the upload: the resolved spec the job runs (never the spec file given)
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 STOP_WAIT_S = 60  # after `sweep stop`, the sweep has this long to close its record before Ray kills it
 
@@ -130,6 +102,14 @@ def _is_ours(address: str) -> bool:
     return local is not None and local.dashboard == address
 
 
+def _address_for_dry_run(address: str | None) -> str | None:
+    """The cluster the job would go to, where one is named or started here (nothing is contacted)."""
+    try:
+        return dashboard_address(address)
+    except SpecError:
+        return None
+
+
 def _literal_passwords(spec: SweepSpec) -> list[str]:
     """A password written into a URL would travel with the job (its spec is in the upload)."""
     found = []
@@ -148,7 +128,7 @@ def _data_paths(spec: SweepSpec) -> list[tuple[str, str]]:
 
 
 def _check_uploadable(spec: SweepSpec, working_dir: Path | None) -> list[str]:
-    """Relative data paths must be inside the uploaded working dir (and not in an excluded folder)."""
+    """Relative data paths must be inside the working dir sent (whether the upload holds them: _check_sent)."""
     problems = []
     for field, value in _data_paths(spec):
         path = Path(value)
@@ -173,24 +153,48 @@ def _check_uploadable(spec: SweepSpec, working_dir: Path | None) -> list[str]:
                 f"{field}: '{value}' is outside the working dir sent to the cluster ({root}); "
                 "copy it into the project, or give an absolute path every node can read"
             )
-        elif full.relative_to(root).parts and f"{full.relative_to(root).parts[0]}/" in EXCLUDES:
+    return problems
+
+
+def _check_sent(spec: SweepSpec, upload: Upload) -> list[str]:
+    """A relative data path must be in the upload: no exclusion, at any depth, may leave it out."""
+    problems = []
+    for field, value in _data_paths(spec):
+        if Path(value).is_absolute():
+            continue
+        lexical = Path(os.path.normpath(Path.cwd() / value))  # as Ray walks it: through links, not past them
+        inside = lexical if lexical.is_relative_to(upload.root) else lexical.resolve()
+        why = upload.why_not(PurePosixPath(inside.relative_to(upload.root).as_posix()))
+        if why:
             problems.append(
-                f"{field}: '{value}' is under {full.relative_to(root).parts[0]}/, which is not sent to the cluster; "
-                "move it, or give an absolute path every node can read"
+                f"{field}: '{value}' is not sent to the cluster: {why}; move it, "
+                "or give an absolute path every node can read"
             )
     return problems
 
 
-def job_spec(spec: SweepSpec, address: str) -> tuple[dict[str, Any], list[str]]:
+def _left_out_whole(spec: SweepSpec, spec_path: str, root: Path) -> dict[Path, str]:
+    """Paths never sent, whatever the patterns say: results, databases, and the spec file given (it may
+    hold a password an override hid; the job runs its resolved copy in JOB_SPECS)."""
+    out = {Path(spec_path): "the spec given: the job runs its resolved copy", root / JOB_SPECS: "earlier jobs' specs"}
+    runs_dir = Path(spec.execution.runs_dir)
+    out[runs_dir] = out[root / runs_dir] = "execution.runs_dir"  # here, and where the job would write it
+    for field, url in (("execution.storage", spec.execution.storage), ("tracking.uri", spec.tracking.uri)):
+        if url and url.startswith("sqlite:///"):
+            out[Path(url.removeprefix("sqlite:///").split("?")[0])] = f"{field} (a database)"
+    return out
+
+
+def job_spec(spec: SweepSpec, address: str | None) -> tuple[dict[str, Any], list[str]]:
     """The spec the job runs, and notes for the user. On the cluster `sweep cluster up` started the
     results come back to this runs/ dir; elsewhere a relative runs_dir lives in the job's working dir
     and goes with it."""
-    data = spec.model_dump(mode="json")
+    data = spec.stored()  # URL passwords masked (a literal one was refused before: this is a second guard)
     data["execution"]["address"] = "auto"  # the cluster the job runs on
     notes = []
     runs_dir = Path(spec.execution.runs_dir)
     if not runs_dir.is_absolute():
-        if _is_ours(address):
+        if address is not None and _is_ours(address):
             data["execution"]["runs_dir"] = str(runs_dir.resolve())
         else:
             notes.append(
@@ -200,6 +204,24 @@ def job_spec(spec: SweepSpec, address: str) -> tuple[dict[str, Any], list[str]]:
     return data, notes
 
 
+def _checked_upload(spec: SweepSpec, spec_path: str, root: Path, installed: bool, max_mib: float) -> Upload:
+    """What the job takes from ``root``, once the spec's URLs and data paths are checked against it."""
+    if not root.is_dir():
+        raise SpecError([f"--working-dir: '{root}' is not a directory; pass the project's root"])
+    problems = _literal_passwords(spec) + _check_uploadable(spec, None if installed else root)
+    if problems:
+        raise SpecError(problems)
+    if installed:  # the upload holds the job's spec only
+        return Upload(root.resolve())
+    # .gitignore is not applied (it often names the data folder a sweep needs) unless this asks for it
+    gitignore = os.environ.setdefault("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1") != "1"
+    upload = select(root, _left_out_whole(spec, spec_path, root), gitignore=gitignore)
+    if problems := _check_sent(spec, upload):
+        raise SpecError(problems)
+    check_size(upload, max_mib)
+    return upload
+
+
 def submit(
     spec_path: str,
     overrides: Sequence[str],
@@ -207,40 +229,46 @@ def submit(
     *,
     working_dir: str = ".",
     installed: bool = False,
+    dry_run: bool = False,
+    max_upload_mib: float | None = None,
     echo: Any = print,
 ) -> str:
-    """Check the spec and its data here, then submit the sweep; returns the job id. ``installed``: run
-    the finetune-sweep installed on the cluster (its image) and send only the spec."""
+    """Check the spec, its data and the upload here, then submit the sweep; returns the job id (empty
+    for ``dry_run``: list the upload, send nothing, connect to nothing). ``installed``: run the
+    finetune-sweep installed on the cluster (its image) and send only the spec. ``max_upload_mib``:
+    the cap on what is sent (default MAX_UPLOAD_MIB)."""
     from sweep.run.plan import preflight
     from sweep.spec import load_spec
 
     spec = load_spec(spec_path, overrides)
     preflight(spec)  # the data is read and split here: a bad file fails now, not on the cluster
-    root = Path(working_dir)
-    if not root.is_dir():
-        raise SpecError([f"--working-dir: '{working_dir}' is not a directory; pass the project's root"])
-    problems = _literal_passwords(spec) + _check_uploadable(spec, None if installed else root)
-    if problems:
-        raise SpecError(problems)
-    if installed:  # the upload holds the job's spec only; `python -m sweep` is the image's package
-        root = Path(tempfile.mkdtemp(prefix="fsweep-job-"))
-    url = dashboard_address(address)
+    max_upload_mib = max_upload_mib or MAX_UPLOAD_MIB
+    upload = _checked_upload(spec, spec_path, Path(working_dir), installed, max_upload_mib)
+    url = _address_for_dry_run(address) if dry_run else dashboard_address(address)
     data, notes = job_spec(spec, url)
-    client = _client(url)
-    # what is uploaded is the working dir less EXCLUDES (and a .rayignore): not less .gitignore, which
-    # often names the data folder a sweep needs
-    os.environ.setdefault("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")
     submission_id = f"sweep-{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    spec_file = root / JOB_SPECS / f"{submission_id}.yaml"
-    spec_file.parent.mkdir(exist_ok=True)
-    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    job_file = f"{JOB_SPECS}/{submission_id}.yaml"
+    text = yaml.safe_dump(data, sort_keys=False)
+    made = {job_file: len(text.encode())}
+    if dry_run:
+        for line in upload.describe(made, max_upload_mib) + notes:
+            echo(line)
+        echo("dry run: nothing was submitted")
+        return ""
+    assert url is not None
+    client = _client(url)
+    echo(f"uploading {upload.summary(made, max_upload_mib)}; {len(upload.left_out)} left out (--dry-run lists them)")
+    stage = Path(tempfile.mkdtemp(prefix="fsweep-job-"))  # Ray uploads this copy: exactly what was listed
     try:
+        upload.copy_to(stage)
+        (stage / JOB_SPECS).mkdir(exist_ok=True)
+        (stage / job_file).write_text(text)
         with _talking_to(url, "submitting the job"):
             job_id = client.submit_job(
-                entrypoint=f"python -m sweep run {JOB_SPECS}/{submission_id}.yaml",
+                entrypoint=f"python -m sweep run {job_file}",
                 submission_id=submission_id,
                 runtime_env={
-                    "working_dir": str(root.resolve()),
+                    "working_dir": str(stage),
                     "excludes": EXCLUDES,
                     # `sweep stop` is Ctrl-C for the sweep: its runs end KILLED and it can be resumed
                     "env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)},
@@ -248,11 +276,7 @@ def submit(
                 metadata={"sweep": spec.name, "spec": Path(spec_path).name},
             )
     finally:
-        spec_file.unlink(missing_ok=True)  # uploaded with the working dir
-        with contextlib.suppress(OSError):
-            spec_file.parent.rmdir()
-        if installed:
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
     for line in notes:
         echo(line)
     echo(f"submitted sweep '{spec.name}' as Ray job {job_id}")
