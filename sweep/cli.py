@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from sweep.credentials import mask
 from sweep.errors import SpecError, SweepError
 from sweep.spec import load_spec
 from trainers.errors import ConfigError
@@ -333,18 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         return command(args)
     except ConfigError as exc:  # a SpecError, or a trial's own check reached through the spec
         for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {mask(line)}", file=sys.stderr)  # a problem may quote the URL it is about
         return EXIT_USER_ERROR
     except SweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C before anything was recorded (a sweep that started says how to resume)
         print("interrupted", file=sys.stderr)
         return 130
     except Exception:  # our bug, or a server's error: the whole story, but never a password in it
         import traceback
-
-        from sweep.credentials import mask
 
         print(mask(traceback.format_exc()), file=sys.stderr, end="")
         return 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from sweep.credentials import mask
 from sweep.direction import Direction
 from sweep.interfaces import Bridge, Recorder
 from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
@@ -329,6 +330,7 @@ class SweepObserver:
             log.debug("retry of unknown trial %s ignored", ray_id)
             return
         rec.retries = attempt
+        error = mask(error)  # a URL in the error keeps its password out of MLflow and the console
         self.recorder.tag_trial(ray_id, {"trial.retries": str(attempt), f"trial.retry_{attempt}_reason": error[:5000]})
         self.progress.retried(rec, error)
 
@@ -337,6 +339,8 @@ class SweepObserver:
         self.recorder.tag_trial(ray_id, {"ray.node_id": node_id, "ray.cuda_visible_devices": gpus or "none"})
 
     def trial_finished(self, ray_id: str, final: TrialOutcome | TrialFailure | None, error: bool) -> None:
+        if isinstance(final, TrialFailure):  # its text reaches the book, MLflow, Optuna and the console
+            final = final.model_copy(update={"error": mask(final.error)})
         best_before = self.book.best
         pruned = not error and self.bridge.was_pruned(ray_id)
         rec = self.book.finish(ray_id, self.bridge.number(ray_id), final, pruned)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from sweep.credentials import mask
+from sweep.credentials import has_literal_password, mask
 from sweep.errors import SpecError, SweepError
 from sweep.ray.cluster import Cluster
 from sweep.ray.upload import EXCLUDES, MAX_UPLOAD_MIB, Upload, check_size, select
@@ -114,7 +114,7 @@ def _literal_passwords(spec: SweepSpec) -> list[str]:
     """A password written into a URL would travel with the job (its spec is in the upload)."""
     found = []
     for field, url in (("execution.storage", spec.execution.storage), ("tracking.uri", spec.tracking.uri)):
-        if url and mask(url) != url:
+        if url and has_literal_password(url):
             found.append(
                 f"{field}: the URL holds a password, which would travel with the job; write it as ${{ENV_VAR}} "
                 "(e.g. postgresql+psycopg://sweep:${PGPASSWORD}@db/optuna) and set that variable on the cluster's nodes"

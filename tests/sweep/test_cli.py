@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from sweep.errors import SpecError, SweepError
+
 REPO = Path(__file__).parents[2]
 
 
@@ -120,3 +122,27 @@ def test_ctrl_c_before_anything_is_recorded_is_one_line_and_exit_130(monkeypatch
     monkeypatch.setattr(sweep.run, "run_sweep", interrupted)
     assert cli.main(["run", str(REPO / "search_spaces" / "demo.yaml")]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_error_message_quoting_a_url_is_printed_masked(monkeypatch, capsys):
+    from sweep import cli
+
+    url = "postgresql+psycopg://sweep:pa/ss-Cli-8@db/optuna"
+
+    def sweep_error(args):
+        raise SweepError(f"url: cannot open Optuna storage {url} (timeout)")
+
+    def spec_error(args):
+        raise SpecError([f"execution.storage: {url} is not reachable", "budget.num_trials: 0 < 1"])
+
+    monkeypatch.setattr(cli, "_init_storage", sweep_error)
+    assert cli.main(["init-storage", url]) == 2
+    assert capsys.readouterr().err == (
+        "error: url: cannot open Optuna storage postgresql+psycopg://sweep:***@db/optuna (timeout)\n"
+    )
+    monkeypatch.setattr(cli, "_init_storage", spec_error)
+    assert cli.main(["init-storage", url]) == 2
+    assert capsys.readouterr().err == (
+        "error: execution.storage: postgresql+psycopg://sweep:***@db/optuna is not reachable\n"
+        "error: budget.num_trials: 0 < 1\n"
+    )

@@ -134,6 +134,23 @@ def test_each_ending_reaches_book_study_and_record_alike(observed):
     assert recorder.reports[0] == ("a", 10, {"val_accuracy": 0.6, "train_loss": 0.7})
 
 
+def test_a_url_in_a_trial_error_reaches_no_record_with_its_password(observed):
+    observer, book, bridge, recorder, lines, _ = observed
+    url = "postgresql+psycopg://sweep:pa/ss-Trial-7@db/optuna"
+    observer.trial_started("a", {})
+    observer.trial_retried("a", f"worker lost: OperationalError: {url} refused", 1)
+    observer.trial_finished("a", TrialFailure(error=f"OperationalError: cannot reach {url}", kind="exception"), True)
+    shown = "postgresql+psycopg://sweep:***@db/optuna"
+    assert recorder.tags["a"]["trial.retry_1_reason"] == f"worker lost: OperationalError: {shown} refused"
+    assert (
+        recorder.ended["a"][1]["trial.error"]
+        == bridge.told["a"][2]["error"]
+        == f"OperationalError: cannot reach {shown}"
+    )
+    assert book.trials["a"].error == f"OperationalError: cannot reach {shown}"
+    assert not any("pa/ss-Trial-7" in line for line in lines) and shown in lines[-1]
+
+
 def test_only_the_best_model_stays_on_disk(observed):
     observer, book, _, _, _, models = observed
     for key, value in (("a", 0.7), ("b", 0.9), ("c", 0.8)):
