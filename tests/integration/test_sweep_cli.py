@@ -77,6 +77,7 @@ def test_ctrl_c_ends_runs_killed_and_resume_finishes_the_budget(tmp_path):
     assert len(set(completed)) == 3
     assert next(v for k, v in rates.items() if k.startswith("killed")) in completed
     assert "[4/3]" not in resumed.stdout and "[3/3]" in resumed.stdout
+    assert "━" not in resumed.stdout and "[3/3] trial" in resumed.stdout  # a pipe gets plain lines, no live panel
 
     # Ray ran in /tmp (unix socket paths must be short), which the sweep removed again, keeping Ray's logs
     # (the trials' tracebacks) in the run dir
