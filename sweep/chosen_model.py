@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import SpecError
-from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL
+from sweep.run_dir import BEST_CONFIG, BEST_DIR, BEST_MODEL, write_atomic
 
 
 @contextlib.contextmanager
@@ -74,8 +74,8 @@ def evaluate(target: str, file: str, tracking_uri: str | None = None) -> Evaluat
     if registered:
         return Evaluation(metrics, rows, None)  # no run dir to write to
     stem = re.sub(r"[^\w.-]", "_", Path(file).stem)
-    (run_dir / BEST_DIR / f"eval_{stem}.json").write_text(
-        json.dumps({"file": str(file), "num_rows": rows, **metrics}, indent=1)
+    write_atomic(
+        run_dir / BEST_DIR / f"eval_{stem}.json", json.dumps({"file": str(file), "num_rows": rows, **metrics}, indent=1)
     )
     if record_uri is None:
         return Evaluation(metrics, rows, None)

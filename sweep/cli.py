@@ -72,15 +72,10 @@ def _next(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from sweep.run import run_sweep
-    from sweep.run.record import require_state
-    from sweep.run_dir import SPEC_FILE
+    from sweep.run import resume_sweep
     from sweep.summary import print_summary
 
-    run_dir = Path(args.run_dir)
-    require_state(run_dir)
-    spec = load_spec(run_dir / SPEC_FILE, args.overrides)
-    result = run_sweep(spec, resume_dir=run_dir)
+    spec, result = resume_sweep(Path(args.run_dir), args.overrides)
     print_summary(spec, result)
     return 130 if result.interrupted else 0
 

@@ -4,7 +4,7 @@ talks to a Bridge and a Recorder. A second tracking backend is a second Recorder
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +46,12 @@ class Recorder(Protocol):
     parent_id: str | None
 
     def start_sweep(
-        self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        spec: dict[str, Any],
+        on_created: Callable[[str], None] | None = None,
     ) -> str: ...
     def resume_sweep(self, parent_id: str) -> None: ...
     def settle_trial(

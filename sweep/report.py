@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sweep.run_dir import write_atomic
 from sweep.spec import SweepSpec
 
 
@@ -31,7 +32,7 @@ def render(out: Any, spec: SweepSpec, evidence: Any, analysis: Any, verdict: Any
     paths = []
     for name, text in files.items():
         path = out / name
-        path.write_text(text)
+        write_atomic(path, text)  # a reader (a browser, `sweep next`) never finds half a file
         paths.append(path)
     return paths
 

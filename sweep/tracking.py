@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,21 @@ class MlflowRecorder:
             return str(found.experiment_id)
 
     # --- the sweep -------------------------------------------------------------------------------
-    def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], spec: dict[str, Any]) -> str:
+    def start_sweep(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        spec: dict[str, Any],
+        on_created: Callable[[str], None] | None = None,
+    ) -> str:
+        """The sweep's parent run. ``on_created`` gets its id as soon as the run exists, before anything
+        else is logged: a driver killed after that has the id on disk (``sweep.json``) and resumes."""
         run = self.client.create_run(self.experiment_id, run_name=name, tags={ROLE_TAG: "sweep", **tags})
         self.parent_id = run.info.run_id
         self._open.add(self.parent_id)
+        if on_created is not None:
+            on_created(self.parent_id)
         self._log_params(self.parent_id, flatten(params))
         self.client.log_dict(self.parent_id, spec, "spec.yaml")
         return self.parent_id

@@ -257,16 +257,48 @@ def _state(target: str, tracking_uri: str | None) -> tuple[Path, RunState]:
 
 
 def make_report(
-    target: str | Path, *, tracking_uri: str | None = None, storage: str | None = None, echo: Echo = print
+    target: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    echo: Echo = print,
+    locked: bool = False,
 ) -> Report:
-    """Gather the evidence, analyze it, judge, register (accept), write and record the report."""
+    """Gather the evidence, analyze it, judge, register (accept), write and record the report.
+
+    The report writes where the sweep's driver does (report/, the parent run, the registry), so it
+    takes the run dir's lock (``locked``: the caller, the sweep's own driver, holds it). It never waits
+    for it: while another process holds it (the sweep still runs), the verdict is only printed."""
+    from sweep.run.lock import RunDirLock
+
+    run_dir, state = _state(str(target), tracking_uri)
+    if locked:
+        return _report(target, run_dir, state, tracking_uri, storage, echo, running=None)
+    lock = RunDirLock(run_dir)
+    running = lock.try_acquire()
+    try:
+        return _report(target, run_dir, state, tracking_uri, storage, echo, running)
+    finally:
+        lock.release()
+
+
+def _report(
+    target: str | Path,
+    run_dir: Path,
+    state: RunState,
+    tracking_uri: str | None,
+    storage: str | None,
+    echo: Echo,
+    running: int | None,
+) -> Report:
+    """``make_report`` past the lock; ``running``: the PID holding the run dir (0: unknown), None when
+    this process holds it (then the report is written, registered and recorded)."""
     from sweep import tracking
     from sweep.credentials import resolve
     from sweep.evidence import gather
     from sweep.optuna_study import param_importances
     from sweep.report import render, short_lines
 
-    run_dir, state = _state(str(target), tracking_uri)
     spec = load_spec(run_dir / SPEC_FILE)
     uri = resolve(tracking_uri or state.tracking_uri, "--tracking-uri")
     parent_id = state.parent_run_id
@@ -280,6 +312,15 @@ def make_report(
     )
     verdict = judge(spec, evidence, best_number)
     verdict.next_sweep = next_sweep(spec, evidence, analysis, verdict, run_dir)
+    if running is not None:  # the run dir is a running sweep's: its files and record are not ours to write
+        for line in short_lines(analysis, verdict):
+            echo(line)
+        pid = f" (pid {running})" if running else ""
+        echo(
+            f"provisional: '{run_dir}' is in use by a running sweep{pid}; nothing was written or registered: "
+            f"run `sweep report {target}` again once it has ended"
+        )
+        return Report(run_dir, verdict, analysis, [])
     best = verdict.best
     if verdict.decision == "accept" and best is not None:
         run_id = run_ids.get(best.number)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sweep.errors import SweepError
 from sweep.ray.session import alive, auth_token, keep_logs, short_temp_dir
+from sweep.run_dir import write_atomic
 
 CLUSTER_DIR = "cluster"
 STATE = "cluster.json"
@@ -45,11 +46,19 @@ class Cluster:
         path = Path(runs_dir) / CLUSTER_DIR / STATE
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
-        return Cluster(data["address"], data["dashboard"], [Node(**{"temp_dir": "", **n}) for n in data["nodes"]])
+        try:
+            data = json.loads(path.read_text())
+            nodes = [Node(**{"temp_dir": "", **n}) for n in data["nodes"]]
+            return Cluster(data["address"], data["dashboard"], nodes)
+        except (OSError, ValueError, TypeError, KeyError):
+            raise SweepError(
+                f"cluster: '{path}' is unreadable; the nodes' PIDs are in {path.parent}/*.pid (each the leader "
+                "of its node's process group): stop them by those PIDs, then remove the file"
+            ) from None
 
     def save(self, runs_dir: str | Path) -> None:
-        (Path(runs_dir) / CLUSTER_DIR / STATE).write_text(json.dumps(asdict(self), indent=1))
+        # whole or not at all: `cluster down` finds the nodes only through this file
+        write_atomic(Path(runs_dir) / CLUSTER_DIR / STATE, json.dumps(asdict(self), indent=1))
 
 
 def _free_port() -> int:
@@ -122,7 +131,7 @@ def _ray_start(args: list[str], name: str, home: Path) -> Node:
             # by every job driver on the node: `sweep stop` (SIGINT) could then only kill the sweep
             preexec_fn=_default_sigint,
         )
-    (home / f"{name}.pid").write_text(str(proc.pid))
+    write_atomic(home / f"{name}.pid", str(proc.pid))
     return Node(name, proc.pid, str(log), temp_dir, _start_ticks(proc.pid) or 0)
 
 

@@ -1,5 +1,6 @@
 """The sweep's record: its MLflow parent run opened (or re-opened on resume) and closed, the chosen
-model's held-out test, and the run dir's state file (``sweep.json``), read and written only here."""
+model's held-out test, and the run dir's state files (``sweep.json``, ``spec.yaml``), written only
+here and always whole (``write_atomic``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from sweep import credentials
 from sweep.errors import SpecError
 from sweep.interfaces import Recorder
-from sweep.run_dir import BEST_DIR, BEST_MODEL, SPLIT_FILE, STATE_FILE, TEST_FILE
+from sweep.run_dir import BEST_DIR, BEST_MODEL, SPEC_FILE, SPLIT_FILE, STATE_FILE, TEST_FILE, write_atomic
 from sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -38,6 +41,13 @@ def has_state(run_dir: str | Path) -> bool:
 def require_state(run_dir: str | Path, field: str = "run_dir") -> None:
     """SpecError naming ``field`` unless ``run_dir`` is a sweep's run dir."""
     if not has_state(run_dir):
+        if (Path(run_dir) / SPEC_FILE).is_file():  # a sweep stopped as it started, before its record existed
+            raise SpecError(
+                [
+                    f"{field}: '{run_dir}' holds no {STATE_FILE}: its sweep stopped before it recorded anything; "
+                    f"start it again: sweep run {Path(run_dir) / SPEC_FILE}"
+                ]
+            )
         raise SpecError([f"{field}: '{run_dir}' holds no {STATE_FILE}; pass a directory that `sweep run` made"])
 
 
@@ -53,7 +63,14 @@ def read_state(run_dir: str | Path, field: str = "run_dir") -> RunState:
 
 
 def write_state(run_dir: Path, state: RunState) -> None:
-    (run_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
+    """Whole or not at all: a kill or a full disk while resume rewrites it leaves the previous state."""
+    write_atomic(run_dir / STATE_FILE, json.dumps(asdict(state), indent=1))
+
+
+def write_spec(run_dir: Path, spec: SweepSpec) -> None:
+    """``spec.yaml``, the resolved spec the sweep runs (rewritten on resume with its overrides), whole
+    or not at all: resume reads it."""
+    write_atomic(run_dir / SPEC_FILE, yaml.safe_dump(spec.stored(), sort_keys=False))
 
 
 def _code_version() -> str:
@@ -92,8 +109,14 @@ def open_record(
         spec.tracking.experiment or spec.name,
         Path(spec.execution.runs_dir) / "mlartifacts",
     )
+
+    def record_state(parent_id: str) -> None:
+        write_state(run_dir, RunState(parent_id, credentials.mask(uri), recorder.experiment, credentials.mask(storage)))
+
     if resume:
         recorder.resume_sweep(read_state(run_dir).parent_run_id)
+        assert recorder.parent_id is not None
+        record_state(recorder.parent_id)  # the URLs as this resume has them (overrides)
     else:
         params = {
             "trial": spec.trial_template(),
@@ -109,13 +132,12 @@ def open_record(
         if previous is not None:
             tags[PREVIOUS_TAG] = previous.parent_run_id
             tags[PREVIOUS_DIR_TAG] = str(previous.run_dir.resolve())
-        recorder.start_sweep(spec.name, params, tags, spec.stored())
+        # the state is written the moment the parent run exists, before its params and spec are logged:
+        # a driver killed after that leaves a run dir that resumes (and so ends) that run
+        recorder.start_sweep(spec.name, params, tags, spec.stored(), on_created=record_state)
         if previous is not None:
             recorder.link_next(previous.parent_run_id)
     assert recorder.parent_id is not None
-    write_state(
-        run_dir, RunState(recorder.parent_id, credentials.mask(uri), recorder.experiment, credentials.mask(storage))
-    )
     return recorder
 
 
@@ -178,5 +200,5 @@ def _held_out(spec: SweepSpec, best: TrialRecord, run_dir: Path) -> dict[str, fl
         logging.getLogger(__name__).warning("the held-out evaluation failed", exc_info=True)
         return {}
     if metrics:
-        (run_dir / BEST_DIR / TEST_FILE).write_text(json.dumps({"num_rows": rows, **metrics}, indent=1))
+        write_atomic(run_dir / BEST_DIR / TEST_FILE, json.dumps({"num_rows": rows, **metrics}, indent=1))
     return metrics

@@ -1,5 +1,5 @@
 """``run_sweep``: check, start, run the search's trials and then the verdict's confirmations on Ray,
-close the record, and judge."""
+close the record, and judge (``resume_sweep``: the same for an interrupted sweep's run dir)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweep import credentials
 from sweep.observer import Echo, LiveView, ModelFiles, Progress, SweepObserver, TrialBook, TrialRecord
+from sweep.run.lock import RunDirLock
 from sweep.run.plan import last_step_in_driver
 from sweep.run.preflight import PendingPlan, preflight_apart
-from sweep.run.record import close_record, tracking_uri_of
+from sweep.run.record import close_record, read_state, require_state, tracking_uri_of
 from sweep.run.startup import collector_paused_for_start, start
-from sweep.run_dir import MODELS_DIR, RAY_FILE
-from sweep.spec import SweepSpec
+from sweep.run_dir import MODELS_DIR, RAY_FILE, SPEC_FILE, write_atomic
+from sweep.spec import SweepSpec, load_spec
 from sweep.status import TrialStatus
 
 
@@ -45,17 +46,46 @@ class SweepResult:
 
 
 def run_sweep(spec: SweepSpec, *, resume_dir: Path | None = None, echo: Echo = print) -> SweepResult:
-    """The whole sweep. Spec and data are checked before any trial starts (SpecError); Ray starts meanwhile."""
+    """The whole sweep. Spec and data are checked before any trial starts (SpecError); Ray starts meanwhile.
+
+    The run dir is this driver's alone while the sweep runs (``RunDirLock``): a resumed one is locked
+    first (SpecError while another sweep drives it), a new one as soon as it exists."""
+    with contextlib.ExitStack() as held:
+        if resume_dir is not None:
+            held.enter_context(RunDirLock(resume_dir))
+        return _run_held(spec, resume_dir, echo, held)
+
+
+def resume_sweep(run_dir: Path, overrides: Sequence[str] = (), echo: Echo = print) -> tuple[SweepSpec, SweepResult]:
+    """`sweep resume`: the run dir is locked before anything reads or writes it (another driver's sweep:
+    SpecError, nothing changed), its state and spec read (one line when unreadable, before Ray starts),
+    and the sweep run on. Returns the spec it ran (with ``overrides``) and the result."""
+    if not (run_dir / SPEC_FILE).is_file():
+        require_state(run_dir)  # no sweep's run dir: one line, and no lock file left in it
+    with contextlib.ExitStack() as held:
+        held.enter_context(RunDirLock(run_dir))
+        read_state(run_dir)
+        spec = load_spec(run_dir / SPEC_FILE, overrides)
+        return spec, _run_held(spec, run_dir, echo, held)
+
+
+def _run_held(spec: SweepSpec, resume_dir: Path | None, echo: Echo, held: contextlib.ExitStack) -> SweepResult:
+    """``run_sweep`` with the run dir's lock in ``held`` (a new run dir's goes there when it is made)."""
     with collector_paused_for_start() as start_over:
         planned = preflight_apart(spec, keep_split=True)
         try:
-            return _run_sweep(spec, planned, resume_dir, echo, start_over)
+            return _run_sweep(spec, planned, resume_dir, echo, start_over, held)
         finally:
             planned.discard()  # the split file, where no run dir took it
 
 
 def _run_sweep(
-    spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, echo: Echo, start_over: Callable[[], None]
+    spec: SweepSpec,
+    planned: PendingPlan,
+    resume_dir: Path | None,
+    echo: Echo,
+    start_over: Callable[[], None],
+    held: contextlib.ExitStack,
 ) -> SweepResult:
     from sweep.ray import tuner as ray_tuner  # (with Ray) imported while the child checks
     from sweep.run import confirm_phase  # imported while the child checks
@@ -71,7 +101,7 @@ def _run_sweep(
         from sweep.warm_start import previous_sweep
 
         previous_sweep(spec)
-    session, opened, interrupted = start(spec, planned, resume_dir)
+    session, opened, interrupted = start(spec, planned, resume_dir, held)
     start_over()
     plan, run_dir, recorder, bridge = opened.plan, opened.run_dir, opened.recorder, opened.bridge
     models = ModelFiles(run_dir / MODELS_DIR if spec.execution.save_best_model else None)
@@ -119,7 +149,7 @@ def _run_sweep(
     try:
         try:
             if session.dashboard:
-                (run_dir / RAY_FILE).write_text(json.dumps({"dashboard": session.dashboard}))
+                write_atomic(run_dir / RAY_FILE, json.dumps({"dashboard": session.dashboard}))
                 echo(f"Ray dashboard: {session.dashboard}  (token auth: `make dashboard` prints the token)")
             tuner_args: dict[str, Any] = {
                 "max_last_step": plan.max_last_step,
@@ -168,7 +198,8 @@ def _run_sweep(
         from sweep.verdict import make_report
 
         try:
-            report = make_report(run_dir, echo=lambda line: None)  # the summary prints it, after the table
+            # (locked: the run dir is this driver's; the summary prints the verdict, after the table)
+            report = make_report(run_dir, echo=lambda line: None, locked=True)
         except Exception as exc:  # the sweep is recorded either way; the verdict can be asked for again
             logging.getLogger(__name__).debug("verdict failed", exc_info=True)
             echo(

@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sweep import credentials
 from sweep.errors import SpecError
 from sweep.interfaces import Recorder
+from sweep.run.lock import RunDirLock
 from sweep.run.plan import SweepPlan
 from sweep.run.preflight import PendingPlan
-from sweep.run.record import open_record, tracking_uri_of
-from sweep.run_dir import OPTUNA_FILE, SPEC_FILE, new_run_dir
+from sweep.run.record import open_record, tracking_uri_of, write_spec
+from sweep.run_dir import OPTUNA_FILE, new_run_dir
 from sweep.spec import SweepSpec
 
 
@@ -35,21 +34,37 @@ class Opened:
     warm_start: str = ""  # what a warm start copied into the study (a line to print), "" without one
 
 
-def open_sweep(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resume: bool) -> Opened:
-    """Wait for the plan, then make the run dir (unless given) and open the record and the study. Runs
-    beside Ray's start (a helper thread): a SpecError here means nothing was written."""
+def new_locked_run_dir(spec: SweepSpec, held: contextlib.ExitStack) -> Path:
+    """A fresh run dir, locked for this driver at once (``held`` frees it when the sweep ends): nothing
+    else may drive it, not even a `sweep resume` started while this sweep writes its first files."""
+    run_dir = new_run_dir(spec.execution.runs_dir, spec.name)
+    held.enter_context(RunDirLock(run_dir))
+    return run_dir
+
+
+def open_sweep(
+    spec: SweepSpec,
+    planned: PendingPlan,
+    run_dir: Path | None,
+    resume: bool,
+    held: contextlib.ExitStack | None = None,
+) -> Opened:
+    """Wait for the plan, then make the run dir (unless given; locked into ``held``) and open the record
+    and the study. Runs beside Ray's start (a helper thread): a SpecError here means nothing was written."""
     from sweep import optuna_study, tracking, warm_start
 
     tracking.load_store(credentials.resolve(tracking_uri_of(spec), "tracking.uri"))  # while the child checks
     plan = planned.result()
     previous = None if resume else warm_start.previous_sweep(spec)  # (a resumed study has its copies)
-    run_dir = run_dir or new_run_dir(spec.execution.runs_dir, spec.name)
+    if run_dir is None:
+        assert held is not None, "a new run dir is locked for the sweep's whole life"
+        run_dir = new_locked_run_dir(spec, held)
     stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
     earlier = warm_start.read(previous, spec, stored_storage) if previous is not None else []
     split_file = planned.keep_split(run_dir)
     storage = credentials.resolve(stored_storage, "execution.storage")
     # on resume too: overrides given to `sweep resume` are what the rest of the sweep (and its verdict) use
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored(), sort_keys=False))
+    write_spec(run_dir, spec)
     recorder = open_record(spec, run_dir, resume, stored_storage, plan.fingerprints, previous)
     warmed = ""
     try:
@@ -67,9 +82,12 @@ def open_sweep(spec: SweepSpec, planned: PendingPlan, run_dir: Path | None, resu
     return Opened(plan, run_dir, stored_storage, recorder, bridge, split_file, warmed)
 
 
-def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tuple[Any, Opened, bool]:
+def start(
+    spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None, held: contextlib.ExitStack
+) -> tuple[Any, Opened, bool]:
     """Start Ray (this thread) while the preflight child checks the data and a helper thread then opens
-    the record and the study: the first trial starts seconds sooner than one after the other.
+    the record and the study: the first trial starts seconds sooner than one after the other. A new run
+    dir's lock goes into ``held`` (the caller's, for the sweep's whole life; a resumed one's it holds).
 
     Returns the Ray session, what was opened, and whether Ctrl-C came meanwhile (then Ray is gone again,
     the session a stand-in, and the sweep ends KILLED and resumable). Any other failure of either ends the
@@ -79,12 +97,12 @@ def start(spec: SweepSpec, planned: PendingPlan, resume_dir: Path | None) -> tup
     from sweep.ray import session as ray_session
 
     # with the plan known already (checked here), the run dir is made before Ray starts
-    run_dir = resume_dir or (new_run_dir(spec.execution.runs_dir, spec.name) if planned.done() else None)
+    run_dir = resume_dir or (new_locked_run_dir(spec, held) if planned.done() else None)
     outcome: dict[str, Any] = {}
 
     def open_in_background() -> None:
         try:
-            outcome["opened"] = open_sweep(spec, planned, run_dir, resume_dir is not None)
+            outcome["opened"] = open_sweep(spec, planned, run_dir, resume_dir is not None, held)
         except BaseException as exc:  # re-raised in the sweep's thread
             outcome["error"] = exc
 

@@ -1,11 +1,15 @@
 """`sweep run SPEC` whose driver SIGKILLs itself at a point the test chooses: the Nth call of one of
-the functions below. Used by test_resume.py; never by the product."""
+the functions below. With ``--hold=DIR`` first it pauses there instead (writes DIR/held, goes on once
+DIR/release exists): a sweep caught mid-run, for a second command beside it. Used by test_resume.py;
+never by the product."""
 
 import os
 import shutil
 import signal
 import sys
+import time
 import types
+from pathlib import Path
 
 import optuna
 
@@ -22,17 +26,24 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _patch(owner: object, name: str, nth: int, before: bool) -> None:
+def _hold(where: Path) -> None:
+    (where / "held").touch()
+    deadline = time.time() + 300
+    while not (where / "release").exists() and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def _patch(owner: object, name: str, nth: int, before: bool, stop=_die) -> None:
     original = getattr(owner, name)
     calls = [0]
 
     def wrapper(*args, **kwargs):
         calls[0] += 1
         if before and calls[0] == nth:
-            _die()
+            stop()
         out = original(*args, **kwargs)
         if not before and calls[0] == nth:
-            _die()
+            stop()
         return out
 
     setattr(owner, name, wrapper)
@@ -52,7 +63,9 @@ POINTS = {
 }
 
 if __name__ == "__main__":
-    point, nth, *argv = sys.argv[1:]
+    args = sys.argv[1:]
+    hold = args.pop(0).removeprefix("--hold=") if args[0].startswith("--hold=") else None
+    point, nth, *argv = args
     owner, name, before = POINTS[point]
-    _patch(owner, name, int(nth), before)
+    _patch(owner, name, int(nth), before, (lambda: _hold(Path(hold))) if hold else _die)
     sys.exit(cli.main(["run", *argv]))

@@ -109,3 +109,43 @@ def test_kill_the_driver_then_resume(tmp_path, point, nth):
     assert any((run_dir / "best" / "model").iterdir())
     assert not (run_dir / ".best.partial").exists()
     assert sorted(p.name for p in (run_dir / "models").iterdir()) == []  # published and cleaned up
+
+
+def test_resume_while_the_sweep_runs_exits_2_and_the_sweep_finishes(tmp_path):
+    """Issue 33, finding 4: `sweep resume` on a sweep that still runs (its driver paused as its second
+    trial's run starts, trials running) is refused at the run dir's lock, changing nothing; the sweep
+    then finishes as if it had not been tried."""
+    import time
+
+    (tmp_path / "kill.yaml").write_text(SPEC)
+    args = [str(HERE / "kill_driver.py"), f"--hold={tmp_path}", "start", "2", "kill.yaml", "budget.num_trials=2"]
+    log = tmp_path / "first.log"  # (a file, not a pipe: a paused reader never blocks the sweep's output)
+    with log.open("w") as out:
+        first = subprocess.Popen(
+            [sys.executable, *args], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=_env(tmp_path)
+        )
+    try:
+        deadline = time.time() + 240
+        while not (tmp_path / "held").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "held").exists(), log.read_text()
+        run_dir = next((tmp_path / "runs" / "kill").iterdir())
+        state = {p.name: p.read_bytes() for p in (run_dir / "sweep.json", run_dir / "spec.yaml")}
+
+        second = _sweep(tmp_path, "-m", "sweep", "resume", str(run_dir), timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.splitlines() == [
+            f"error: run_dir: '{run_dir}' is in use by another sweep (pid {first.pid}); "
+            "wait for it to end, or stop it first"
+        ]
+        assert {p.name: p.read_bytes() for p in (run_dir / "sweep.json", run_dir / "spec.yaml")} == state
+    finally:
+        (tmp_path / "release").touch()
+        first.wait(timeout=300)
+    out = log.read_text()
+    assert first.returncode == 0, out
+    runs = runs_of(f"sqlite:///{tmp_path}/runs/mlflow.db", "kill")
+    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    assert sorted(r.data.tags["trial.status"] for r in trials) == ["completed", "completed"], out
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
+    assert not (run_dir / ".lock").read_text()  # the lock was the sweep's until it ended

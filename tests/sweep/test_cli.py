@@ -146,3 +146,25 @@ def test_an_error_message_quoting_a_url_is_printed_masked(monkeypatch, capsys):
         "error: execution.storage: postgresql+psycopg://sweep:***@db/optuna is not reachable\n"
         "error: budget.num_trials: 0 < 1\n"
     )
+
+
+def test_resume_of_a_sweep_another_process_drives_exits_2_and_changes_nothing(tmp_path, capsys):
+    """Issue 33, finding 4: a second driver (here `sweep resume` while the sweep runs) must not mark the
+    live sweep's trials killed; it stops at the run dir's lock, before it reads or writes anything."""
+    from sweep import cli
+    from sweep.run.record import RunState, write_spec, write_state
+    from tests.sweep.test_lock import hold_in_child, in_use
+    from tests.sweep.test_state_files import small_spec
+
+    run_dir = tmp_path / "runs" / "s" / "20260101-000000"
+    run_dir.mkdir(parents=True)
+    write_spec(run_dir, small_spec("s"))
+    write_state(run_dir, RunState("parent", f"sqlite:///{tmp_path}/m.db", "s", f"sqlite:///{run_dir}/optuna.db"))
+    holder = hold_in_child(run_dir)  # the running sweep
+    try:
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*")}
+        assert cli.main(["resume", str(run_dir)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"error: {in_use(run_dir, holder.pid)}"]
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*")} == before
+    finally:
+        holder.communicate()

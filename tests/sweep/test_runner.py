@@ -1,5 +1,6 @@
 """The observer (with a fake recorder and bridge), preflight's plan, and best-model publication."""
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -396,7 +397,7 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
             raise ray
         return session
 
-    def open_(spec, planned, run_dir, resume):
+    def open_(spec, planned, run_dir, resume, held):
         planned.result()
         if opened is not None:
             raise opened
@@ -406,7 +407,12 @@ def _start_with(monkeypatch, tmp_path, ray=None, opened=None, checked=None):
     monkeypatch.setattr(startup, "open_sweep", open_)
     monkeypatch.setattr(startup, "new_run_dir", lambda runs_dir, name: tmp_path)
     planned = PendingPlan(SweepPlan({}, 24), checked)
-    return (lambda: startup.start(_plan_spec(), planned, None)), session, recorder
+
+    def start():
+        with contextlib.ExitStack() as held:  # (the run dir's lock: freed again for the next call)
+            return startup.start(_plan_spec(), planned, None, held)
+
+    return start, session, recorder
 
 
 def test_the_sweep_starts_ray_beside_opening_its_record_and_either_failing_ends_the_other(monkeypatch, tmp_path):
@@ -547,7 +553,7 @@ def test_the_trials_run_with_the_collector_on_and_the_starts_objects_frozen_unti
 
     seen = {}
 
-    def start(spec, planned, resume_dir):
+    def start(spec, planned, resume_dir, held):
         seen["start"] = (gc.isenabled(), gc.get_freeze_count())
         opened = SimpleNamespace(plan=None, run_dir=Path("unused"), recorder=None, bridge=None)
         return SimpleNamespace(), opened, False
