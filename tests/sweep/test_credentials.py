@@ -71,7 +71,10 @@ def test_the_stored_spec_masks_both_urls():
 def test_resume_of_a_run_dir_whose_password_was_not_stored_is_one_line(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "s" / "20260101-000000"
     run_dir.mkdir(parents=True)
-    (run_dir / "sweep.json").write_text("{}")
+    (run_dir / "sweep.json").write_text(
+        '{"parent_run_id": "p", "tracking_uri": "sqlite:///m.db", "experiment": "s", '
+        '"storage": "postgresql://u:***@db/o"}'
+    )
     (run_dir / "spec.yaml").write_text(
         "name: s\ntrial: {model: {name_or_path: tiny-bert}}\nspace: {seed: {type: int, low: 0, high: 3}}\n"
         "execution: {storage: 'postgresql://u:***@db/o', runs_dir: '" + str(tmp_path / "runs") + "'}\n"
