@@ -77,8 +77,9 @@ bench-all: setup
 	$(BIN)/python -m benchmarks.bench --size full --seeds $(SEEDS) --all --variant-seeds $(VARIANT_SEEDS) --docs
 
 # the same harness, CI-sized (a few minutes): says the harness and every method work, not which is faster
+QUICK_SEEDS ?= 0 1 2
 bench-quick: setup
-	$(BIN)/python -m benchmarks.bench --size quick --seeds 0 1 2
+	$(BIN)/python -m benchmarks.bench --size quick --seeds $(QUICK_SEEDS)
 
 # sweep start -> first training step, finetune-sweep against the plain Ray Tune script and with each
 # start-up speed-up taken back: the full task's data and model, two 20-step trials a run (~45 minutes)

@@ -40,6 +40,15 @@ def default_tracking_uri(runs_dir: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir}/mlflow.db"
 
 
+def store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is not there: a read would create an empty one (and take
+    seconds migrating its schema) to find nothing."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return path == ":memory:" or Path(path).is_file()
+
+
 def load_store(uri: str) -> None:
     """Import the MLflow store ``uri`` needs without opening it (nothing is written), so that part of the
     first record's opening happens while the sweep waits for its data check."""
@@ -329,6 +338,8 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
 def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
     """The parent runs of an experiment's sweeps, oldest first, as plain data (run id, start time in ms,
     tags, metrics); None when the store has no such experiment."""
+    if not store_exists(uri):
+        return None
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -350,6 +361,8 @@ def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
 
 def experiment_names(uri: str) -> list[str]:
     """Every experiment of a store, by name (for a message about one that is not there)."""
+    if not store_exists(uri):
+        return []
     return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)]
 
 
@@ -357,7 +370,10 @@ def experiment_names(uri: str) -> list[str]:
 
 
 def sweep_state(uri: str, parent_id: str) -> dict[str, str]:
-    """A sweep's parent run tags (``sweep.run_dir`` leads back to its files)."""
+    """A sweep's parent run tags (``sweep.run_dir`` leads back to its files). LookupError when the
+    store is not there."""
+    if not store_exists(uri):
+        raise LookupError(f"no MLflow store at {uri}")
     return dict(MlflowClient(tracking_uri=uri).get_run(parent_id).data.tags)
 
 

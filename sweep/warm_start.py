@@ -5,7 +5,6 @@ evidence for its verdict. No optuna import here (``optuna_study`` reads and writ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +52,13 @@ def previous_sweep(spec: SweepSpec) -> Previous | None:
     run_dir = Path(where)
     if not run_dir.is_dir():
         raise SpecError([f"warm_start.from_run: '{where}' is not a directory; {_FIX}"])
+    from sweep.run.record import read_state
+
     try:
-        state = json.loads((run_dir / STATE_FILE).read_text())
-        parent, storage = str(state["parent_run_id"]), str(state["storage"])
-    except (OSError, ValueError, KeyError, TypeError):
+        state = read_state(run_dir)
+    except SpecError:
         raise SpecError([f"warm_start.from_run: '{where}' holds no readable {STATE_FILE}; {_FIX}"]) from None
+    parent, storage = state.parent_run_id, state.storage
     try:
         old = load_spec(run_dir / SPEC_FILE)
     except ConfigError as exc:

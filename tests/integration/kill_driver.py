@@ -1,5 +1,5 @@
-"""`sweep run SPEC` whose driver SIGKILLs itself at a point the test chooses: the Nth call of one of
-the functions below. With ``--hold=DIR`` first it pauses there instead (writes DIR/held, goes on once
+"""A `sweep` command (`run SPEC`, `resume RUN_DIR`) whose driver SIGKILLs itself at a point the test
+chooses: the Nth call of one of the functions below. With ``--hold=DIR`` first it pauses there instead (writes DIR/held, goes on once
 DIR/release exists): a sweep caught mid-run, for a second command beside it. Used by test_resume.py;
 never by the product."""
 
@@ -68,4 +68,4 @@ if __name__ == "__main__":
     point, nth, *argv = args
     owner, name, before = POINTS[point]
     _patch(owner, name, int(nth), before, (lambda: _hold(Path(hold))) if hold else _die)
-    sys.exit(cli.main(["run", *argv]))
+    sys.exit(cli.main(argv))

@@ -40,8 +40,8 @@ def test_quarter_gpu_trials_run_four_at_a_time_on_a_one_gpu_node(tmp_path, ray_w
                 "model": {"name_or_path": "tiny-bert"},
                 "adaptation": {"method": "full"},
                 "data": {"max_rows": 200, "max_length": 16},
-                "optim": {"max_steps": 120, "batch_size": 8, "learning_rate": 1e-3},
-                "eval": {"eval_every_steps": 40},
+                "optim": {"max_steps": 60, "batch_size": 8, "learning_rate": 1e-3},  # long enough to overlap
+                "eval": {"eval_every_steps": 20},
             },
             "space": {"seed": {"type": "categorical", "choices": list(range(8))}},
             "sampler": {"kind": "grid"},

@@ -1,7 +1,8 @@
 """Resume is exact: a real sweep whose driver is SIGKILLed at points the test chooses (as Optuna makes a
 trial, as a trial's run starts, mid-report, between the study's tell and MLflow's, while publishing
-the best model), then `sweep resume`: nothing left RUNNING, one MLflow run per Optuna trial with the
-same status, no finished configuration run twice, the budget exact, the best model the best of both."""
+the best model), each time resumed with `sweep resume` (killed again at the next point): nothing left
+RUNNING, one MLflow run per Optuna trial with the same status, no finished configuration run twice,
+the budget exact, the best model the best of all the drivers'."""
 
 import json
 import subprocess
@@ -19,7 +20,7 @@ from sweep.tracking import runs_of
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).parent
-NUM_TRIALS = 4
+NUM_TRIALS = 6  # enough for every kill point to come before the budget is used
 SPEC = (
     "name: kill\n"
     "trial: {model: {name_or_path: tiny-bert}, adaptation: {method: full}, data: {max_rows: 160, max_length: 16},"
@@ -44,34 +45,38 @@ def _env(cwd):
     return {**os.environ, "PYTHONPATH": f"{HERE.parent.parent}:{os.environ.get('PYTHONPATH', '')}"}
 
 
-@pytest.mark.parametrize(
-    ("point", "nth"),
-    [
-        ("ask", 2),  # the second trial exists in Optuna only
-        ("start", 3),  # the third trial's run was just created
-        ("report", 3),  # mid-trial, two trials running
-        ("end", 2),  # the second trial told to Optuna, its MLflow run still RUNNING
-        ("publish", 1),  # the best model half copied
-    ],
-)
-def test_kill_the_driver_then_resume(tmp_path, point, nth):
+# one sweep, its driver killed at each point in turn: the run, then a resume per point, then the resume
+# that finishes; the Nth call counts from each driver's start
+KILLS = [
+    ("run", "ask", 2),  # the second trial exists in Optuna only
+    ("resume", "start", 3),  # the third trial's run was just created
+    ("resume", "report", 3),  # mid-trial, two trials running
+    ("resume", "end", 2),  # the second trial told to Optuna, its MLflow run still RUNNING
+    ("resume", "publish", 1),  # the best model half copied
+]
+
+
+def test_kill_the_driver_at_each_point_then_resume(tmp_path):
     stand_ins = set(Path(tempfile.gettempdir()).glob("fsweep-ray-*"))  # Ray's temp dirs, while a sweep runs
     (tmp_path / "kill.yaml").write_text(SPEC)
-    killed = _sweep(tmp_path, str(HERE / "kill_driver.py"), point, str(nth), "kill.yaml")
-    assert killed.returncode == -9, killed.stdout + killed.stderr  # SIGKILL: no handler ran
-    run_dir = next((tmp_path / "runs" / "kill").iterdir())
+    run_dir = None
+    for command, point, nth in KILLS:
+        target = ["kill.yaml"] if command == "run" else [str(run_dir)]
+        killed = _sweep(tmp_path, str(HERE / "kill_driver.py"), point, str(nth), command, *target)
+        assert killed.returncode == -9, f"{command} killed at {point} {nth}: {killed.stdout + killed.stderr}"
+        assert f"[{NUM_TRIALS + 1}/" not in killed.stdout  # the progress counter stays within the budget
+        run_dir = run_dir or next((tmp_path / "runs" / "kill").iterdir())
 
     resumed = _sweep(tmp_path, "-m", "sweep", "resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    out = resumed.stdout
-    assert f"[{NUM_TRIALS + 1}/" not in out  # the progress counter stays within the budget
+    assert f"[{NUM_TRIALS + 1}/" not in resumed.stdout
 
     uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
     runs = runs_of(uri, "kill")
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
-    # the killed sweep's Ray temp dir went with the resumed one's; both sessions' logs are in the run dir
+    # each killed driver's Ray temp dir went with the next one's; every driver's logs are in the run dir
     assert set(Path(tempfile.gettempdir()).glob("fsweep-ray-*")) <= stand_ins
-    assert not (run_dir / "ray").exists() and len(list((run_dir / "ray-logs").glob("session_*"))) == 2
+    assert not (run_dir / "ray").exists() and len(list((run_dir / "ray-logs").glob("session_*"))) == len(KILLS) + 1
     parents = [r for r in runs if r.data.tags.get("sweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     trial_runs = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
@@ -118,7 +123,7 @@ def test_resume_while_the_sweep_runs_exits_2_and_the_sweep_finishes(tmp_path):
     import time
 
     (tmp_path / "kill.yaml").write_text(SPEC)
-    args = [str(HERE / "kill_driver.py"), f"--hold={tmp_path}", "start", "2", "kill.yaml", "budget.num_trials=2"]
+    args = [str(HERE / "kill_driver.py"), f"--hold={tmp_path}", "start", "2", "run", "kill.yaml", "budget.num_trials=2"]
     log = tmp_path / "first.log"  # (a file, not a pipe: a paused reader never blocks the sweep's output)
     with log.open("w") as out:
         first = subprocess.Popen(

@@ -50,7 +50,9 @@ def _previous_sweep(tmp_path, storage=None):
     spec = _spec(OLD_SPACE, **({"execution": {"storage": storage}} if storage else {}))
     url = storage or f"sqlite:///{run_dir}/optuna.db"
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.stored()))
-    (run_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": PREVIOUS, "tracking_uri": "x", "storage": url}))
+    (run_dir / STATE_FILE).write_text(
+        json.dumps({"parent_run_id": PREVIOUS, "tracking_uri": "x", "experiment": "prev", "storage": url})
+    )
     study = open_study(spec, url, "s", 30)
     bridge = StudyBridge(study, spec.space, owner=PREVIOUS)
     ended = [  # params, status, value, curve
