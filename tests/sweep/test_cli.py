@@ -101,6 +101,7 @@ def test_report_of_something_that_is_no_sweep_exits_2(tmp_path):
         "error: report: 'no-such-run' is neither a run dir with sweep.json nor a sweep's MLflow run id in "
     )
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists()  # looked up, not made
 
 
 def test_predict_to_a_missing_directory_is_one_line(tmp_path):

@@ -46,6 +46,11 @@ def test_history_of_an_unknown_name_is_one_line_and_exit_2(tmp_path, capsys):
         f"error: history: no sweep named 'nope' in {uri} (sweeps here: Default, s); pass a spec's name "
         "(or its tracking.experiment), with --tracking-uri or --runs-dir where it was recorded"
     ]
+    # a store that is not there is read as empty, and not made
+    missing = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    assert cli.main(["history", "s", "--tracking-uri", missing]) == 2
+    assert f"in {missing} (it holds no sweep yet)" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_next_without_a_report_says_how_to_write_it(tmp_path, capsys):
