@@ -7,11 +7,13 @@ KILLED when the sweep was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,44 @@ def default_tracking_uri(runs_dir: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir}/mlflow.db"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The file of a SQLite store's URI (None for any other store, or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path == ":memory:" else Path(path)
+
+
+@contextlib.contextmanager
+def _first_open(uri: str) -> Iterator[None]:
+    """Hold a SQLite store's creation lock (``<file>.lock`` beside it). Opening a store creates or
+    migrates its tables; sweeps that start together on one new file would all do so at once and fail
+    (MLflow's migrations race: "duplicate column name"). Under the lock the first creates them and the
+    others find them. A tracking server or database serializes this itself."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def client_of(uri: str) -> MlflowClient:
+    """An MlflowClient of ``uri`` (opening it makes a new SQLite store's tables, under its lock)."""
+    with _first_open(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
 def store_exists(uri: str) -> bool:
     """False for a SQLite store whose file is not there: a read would create an empty one (and take
     seconds migrating its schema) to find nothing."""
-    if not uri.startswith("sqlite:///"):
-        return True
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return path == ":memory:" or Path(path).is_file()
+    path = _sqlite_path(uri)
+    return path is None or path.is_file()
 
 
 def load_store(uri: str) -> None:
@@ -83,11 +116,9 @@ class MlflowRecorder:
     """The ``Recorder`` on MLflow. Keys are Ray trial ids; MLflow run ids stay inside."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client_of(uri)
         self.experiment_id = self._experiment(experiment, artifact_root)
         self.parent_id: str | None = None
         self.trial_runs: dict[str, str] = {}
@@ -328,7 +359,7 @@ def _sweep_note(summary: Mapping[str, Any], compare: str) -> str:
 
 def runs_of(uri: str, experiment: str) -> list[Any]:
     """All runs of an experiment (for tests and reports)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
@@ -340,7 +371,7 @@ def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
     tags, metrics); None when the store has no such experiment."""
     if not store_exists(uri):
         return None
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
@@ -363,7 +394,7 @@ def experiment_names(uri: str) -> list[str]:
     """Every experiment of a store, by name (for a message about one that is not there)."""
     if not store_exists(uri):
         return []
-    return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)]
+    return [e.name for e in client_of(uri).search_experiments(max_results=1000)]
 
 
 # --- the verdict: reading a sweep back, recording its report, registering its model ---------------
@@ -374,12 +405,12 @@ def sweep_state(uri: str, parent_id: str) -> dict[str, str]:
     store is not there."""
     if not store_exists(uri):
         raise LookupError(f"no MLflow store at {uri}")
-    return dict(MlflowClient(tracking_uri=uri).get_run(parent_id).data.tags)
+    return dict(client_of(uri).get_run(parent_id).data.tags)
 
 
 def trial_curves(uri: str, parent_id: str, metrics: list[str]) -> dict[int, dict[str, Any]]:
     """Per Optuna trial number: the trial run's id, final metrics and the step histories of ``metrics``."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     parent = client.get_run(parent_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
@@ -406,7 +437,7 @@ def record_verdict(
     """Tags, metrics and artifacts of the verdict on the sweep's parent run. Metrics carry the sweep's
     end time and step 0, so recording the same verdict again adds nothing, and a verdict after a
     resume (a later end) is the one MLflow shows."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     run = client.get_run(parent_id)
     ours = ("keep.", "blame.", "verdict.registered_model")
     for key in [k for k in run.data.tags if k.startswith(ours) and k not in tags]:
@@ -420,7 +451,7 @@ def record_verdict(
 
 def record_evaluation(uri: str, parent_id: str, name: str, metrics: Mapping[str, float]) -> None:
     """`sweep evaluate`: the chosen model's metrics on a file, as ``eval_<name>_<metric>`` on the sweep's run."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     now = int(time.time() * 1000)
     client.log_batch(parent_id, metrics=[Metric(f"eval_{name}_{k}", float(v), now, 0) for k, v in metrics.items()])
 
@@ -428,7 +459,7 @@ def record_evaluation(uri: str, parent_id: str, name: str, metrics: Mapping[str,
 def download_registered(uri: str, model_uri: str, into: Path) -> Path:
     """A registered version (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``): its run's
     ``best_config.yaml`` and ``model/``, downloaded into ``into``."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     ref = model_uri.removeprefix("models:/")
     name, _, rest = ref.partition("@")
     try:
@@ -451,7 +482,7 @@ def download_registered(uri: str, model_uri: str, into: Path) -> Path:
 
 def has_model(uri: str, run_id: str) -> bool:
     """Whether a trial's run holds a ``model`` artifact (the sweep publishes the best one)."""
-    return bool(MlflowClient(tracking_uri=uri).list_artifacts(run_id, "model"))
+    return bool(client_of(uri).list_artifacts(run_id, "model"))
 
 
 def register_candidate(
@@ -459,7 +490,7 @@ def register_candidate(
 ) -> tuple[str, str]:
     """Register the best trial's model (its run's ``model`` artifact) with alias ``candidate``. One
     version per (sweep, trial): asking again returns it and moves nothing."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name, description="Models accepted by finetune-sweep verdicts.")
     found = [
@@ -482,7 +513,7 @@ def register_candidate(
 
 def registered_versions(uri: str, name: str) -> list[Any]:
     """Every version of a registered model (for tests and reports)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = client_of(uri)
     if not client.search_registered_models(f"name = '{name}'"):
         return []
     return list(client.search_model_versions(f"name = '{name}'"))

@@ -160,3 +160,53 @@ def test_a_store_module_mlflow_moved_only_loses_the_head_start(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", moved)
     tracking.load_store("sqlite:///nowhere.db")
     assert asked == ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "alembic.command"]
+
+
+SWEEP_AT = """
+import sys, time
+from pathlib import Path
+from sweep.status import TrialStatus
+from sweep.tracking import MlflowRecorder
+uri, name, go, artifacts = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+print("ready", flush=True)
+while not go.exists():  # the four start together
+    time.sleep(0.001)
+rec = MlflowRecorder(uri, "shared", artifacts)
+rec.start_sweep(name, {"who": name}, {}, {"name": name})
+for number in range(3):
+    key = f"{name}-{number}"
+    rec.start_trial(key, number, {"optim.learning_rate": number})
+    for step in (1, 2):
+        rec.log_report(key, step, {"val_loss": 1.0 / step})
+    rec.end_trial(key, TrialStatus.COMPLETED, {}, {"num_steps": 2})
+rec.finish_sweep({"num_trials": 3}, {})
+rec.close(interrupted=False)
+"""
+
+
+def test_four_sweeps_starting_at_once_on_one_new_sqlite_store_are_all_recorded(tmp_path):
+    """Issue 33, finding 6: opening a new SQLite store makes its tables; four sweeps opening the default
+    record at once each ran MLflow's migrations and three failed ("duplicate column name"). Under the
+    store's creation lock all four record everything, each run once."""
+    import subprocess
+    import sys
+
+    uri, go = f"sqlite:///{tmp_path}/runs/mlflow.db", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SWEEP_AT, uri, name, str(go), str(tmp_path / "artifacts")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in "abcd"
+    ]
+    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 4  # MLflow imported in all four
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(errors)
+    runs = runs_of(uri, "shared")
+    assert sorted(r.info.run_name for r in runs if r.data.tags.get("sweep.role") == "sweep") == list("abcd")
+    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    assert len(trials) == 12 and all(r.info.status == "FINISHED" for r in trials)
+    assert sorted(r.data.tags["trial.status"] for r in trials) == ["completed"] * 12
