@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -80,6 +83,21 @@ def _talking_to(address: str, what: str) -> Iterator[None]:
         raise SweepError(f"--address: {what} at {address} failed ({_first_line(exc)}){hint}") from None
 
 
+def in_clear_text(address: str) -> bool:
+    """True when requests to ``address`` cross a network unencrypted: plain http to a host other than
+    this machine's loopback (a tunnel's local end, such as ssh -L or kubectl port-forward, is safe)."""
+    url = urllib.parse.urlsplit(address)
+    if url.scheme != "http":
+        return False
+    host = url.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return True
+
+
 def _client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
@@ -89,6 +107,13 @@ def _client(address: str) -> Any:
         if name.startswith("ray"):
             logging.getLogger(name).setLevel(logging.ERROR)
     token = auth_token()
+    if token and in_clear_text(address):
+        print(
+            f"warning: --address: {address} is plain http to another machine: Ray's token crosses the network "
+            "unencrypted; use https:// (a TLS proxy before the dashboard) or a tunnel "
+            "(ssh -L 8265:localhost:8265 HEAD, kubectl port-forward) and --address http://127.0.0.1:8265",
+            file=sys.stderr,
+        )
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)

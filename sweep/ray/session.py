@@ -9,11 +9,11 @@ without loading Ray.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,15 +204,28 @@ def keep_logs(temp_dir: Path, logs_dir: Path | None, link: Path | None) -> None:
 def short_temp_dir(link: Path) -> tuple[str, bool]:
     """A Ray temp dir reachable as ``link``; True when it is a short stand-in under /tmp. Ray puts unix
     sockets ~62 characters below it and a socket path may not exceed 107 bytes, so a long path gets a
-    short real one in /tmp and ``link`` points to it until Ray is done (``keep_logs``)."""
+    short real one in /tmp and ``link`` points to it until Ray is done (``keep_logs``). The stand-in is
+    made by ``mkdtemp``: a new name, this user's alone (0700), so no other user of /tmp can make it first
+    or read the session's sockets and logs; a link to anything else is replaced."""
     link = link.parent.resolve() / link.name
     if len(str(link)) <= 40:
         link.mkdir(parents=True, exist_ok=True)
         return str(link), False
-    digest = hashlib.sha1(str(link).encode()).hexdigest()[:10]
-    short = Path(tempfile.gettempdir()) / f"fsweep-{digest}"
-    short.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        short = Path(os.readlink(link))
+        if _private_dir(short):
+            return str(short), True
+        link.unlink()
+    short = Path(tempfile.mkdtemp(prefix="fsweep-"))
     link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(short, target_is_directory=True)
+    link.symlink_to(short, target_is_directory=True)
     return str(short), True
+
+
+def _private_dir(path: Path) -> bool:
+    """``path`` is a directory (not a link) of this user's that no one else may enter."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077

@@ -7,6 +7,7 @@ import pathspec
 import pytest
 
 from sweep.cli import main
+from sweep.ray import jobs
 from sweep.ray.jobs import EXCLUDES
 
 
@@ -268,3 +269,30 @@ def test_the_spec_given_is_not_uploaded_the_resolved_one_is(tmp_path, capsys, mo
     assert "${PGPASSWORD}" in client.job_spec and "Plain-Pw-31" not in client.job_spec
     assert not (tmp_path / ".sweep-jobs").exists()  # nothing is written into the project
     assert "uploading 3 files" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("address", "in_clear"),
+    [
+        ("http://10.0.0.5:8265", True),  # `--address 10.0.0.5:8265` becomes this
+        ("http://head.example.org:8265", True),
+        ("https://head.example.org:8265", False),
+        ("http://127.0.0.1:8265", False),  # the machine itself, or a tunnel's local end
+        ("http://localhost:8265", False),
+        ("http://[::1]:8265", False),
+    ],
+)
+def test_the_token_crossing_a_network_unencrypted_is_said(address, in_clear, capsys, monkeypatch):
+    """Issue 33, finding 7: a bare --address host:8265 became http:// and sent Ray's token in clear text
+    without a word. Now the client warns (one line on stderr) wherever that happens."""
+    import ray.job_submission
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cr3t-t0k3n")
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda address, headers: headers)
+    assert jobs.in_clear_text(address) is in_clear
+    assert jobs._client(address) == {"Authorization": "Bearer s3cr3t-t0k3n"}
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"warning: --address: {address} is plain http to another machine") and "s3cr3t" not in err
+    ) is in_clear
+    assert len(err.splitlines()) == (1 if in_clear else 0)

@@ -86,7 +86,27 @@ def test_a_long_path_gets_a_short_temp_dir_under_tmp_and_a_link(tmp_path, monkey
     link = tmp_path / ("a-long-folder-name-" * 3) / "ray-head"
     short, stand_in = ray_session.short_temp_dir(link)
     assert stand_in and Path(short).parent == tmp_path / "tmp" and Path(os.readlink(link)) == Path(short)
+    assert Path(short).stat().st_mode & 0o777 == 0o700  # this user's alone
     assert ray_session.short_temp_dir(link) == (short, True)  # the same path, the same stand-in
+
+
+def test_a_stand_in_someone_else_could_enter_is_not_used(tmp_path, monkeypatch):
+    """Issue 33, finding 7: the stand-in had a predictable name (/tmp/fsweep-<hash of the path>) and the
+    default permissions; another user could make it first. Now each is a new private mkdtemp, and a
+    link to a directory others may enter (or to none) gets a new one."""
+    monkeypatch.setattr(ray_session.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    link = tmp_path / ("a-long-folder-name-" * 3) / "ray-head"
+    link.parent.mkdir()
+    planted = tmp_path / "tmp" / "fsweep-planted"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)
+    link.symlink_to(planted)
+    short, _ = ray_session.short_temp_dir(link)
+    assert Path(short) != planted and Path(os.readlink(link)) == Path(short)
+    assert Path(short).stat().st_mode & 0o777 == 0o700
+    second = tmp_path / ("another-long-folder-" * 3) / "ray-head"
+    assert ray_session.short_temp_dir(second)[0] != short  # unpredictable: never derived from the path
 
 
 def test_alive_is_neither_this_process_nor_an_ended_one():
