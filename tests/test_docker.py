@@ -78,10 +78,17 @@ def test_compose_file_is_valid_and_wires_the_services_the_code_expects():
         ("ray-head", 8265),
     }
     # the record: MLflow on PostgreSQL, serving its artifact volume; the nodes' jobs point at it
-    mlflow_cmd = " ".join(services["mlflow"]["command"])
-    # $$: the container's shell expands it from its environment; the command line holds no password
-    assert "--backend-store-uri postgresql+psycopg://sweep:$${POSTGRES_PASSWORD}@postgres:5432/mlflow" in mlflow_cmd
-    assert "--artifacts-destination /artifacts --serve-artifacts" in mlflow_cmd
+    mlflow_cmd = services["mlflow"]["command"]
+    assert "--backend-store-uri=postgresql+psycopg://sweep@postgres:5432/mlflow" in mlflow_cmd
+    assert {"--artifacts-destination=/artifacts", "--serve-artifacts"} <= set(mlflow_cmd)
+    assert services["mlflow"]["environment"]["PGPASSWORD"] == "Pg-Only-Here-1"  # libpq reads it
+    # issue 33, finding 2: no command line holds a password, where `ps` shows it to every user of the
+    # host: none is interpolated into one, and no shell expands one into the program it execs (the
+    # optuna-init's ${POSTGRES_PASSWORD} is a reference `sweep` itself expands)
+    for name, service in services.items():
+        command = service.get("command", [])
+        assert "Pg-Only-Here-1" not in " ".join(command) and "tok-Only-Here-2" not in " ".join(command), name
+        assert command[:1] not in (["sh"], ["bash"]) and "-c" not in command[:2], name
     assert any(v["target"] == "/artifacts" for v in services["mlflow"]["volumes"])
     for node in ("ray-head", "ray-worker"):
         env = services[node]["environment"]
@@ -102,6 +109,18 @@ def test_compose_file_is_valid_and_wires_the_services_the_code_expects():
 
 def test_compose_refuses_to_start_without_the_passwords():
     result = _compose({})
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD in docker/.env" in result.stderr or "RAY_AUTH_TOKEN" in result.stderr
+
+
+def test_the_example_env_holds_no_password_compose_would_start_with():
+    """Issue 33, finding 7: env.example held `change-me` passwords, which compose accepted. Its
+    passwords are now empty, and compose refuses an empty one as it refuses a missing one."""
+    example = dict(
+        line.split("=", 1) for line in (DOCKER / "env.example").read_text().splitlines() if line and line[0] != "#"
+    )
+    assert example["POSTGRES_PASSWORD"] == example["RAY_AUTH_TOKEN"] == ""
+    result = _compose(example)
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD in docker/.env" in result.stderr or "RAY_AUTH_TOKEN" in result.stderr
 
