@@ -400,6 +400,21 @@ def experiment_names(uri: str) -> list[str]:
 # --- the verdict: reading a sweep back, recording its report, registering its model ---------------
 
 
+def find_sweep_run(uri: str, experiment: str, run_dir: str) -> str | None:
+    """The id of the sweep's parent run whose ``sweep.run_dir`` tag is ``run_dir``; None if there is none."""
+    if not store_exists(uri):
+        return None
+    client = client_of(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    quoted = run_dir.replace("'", "\\'")
+    runs = client.search_runs(
+        [found.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and tags.`sweep.run_dir` = '{quoted}'", max_results=2
+    )
+    return runs[0].info.run_id if len(runs) == 1 else None
+
+
 def sweep_state(uri: str, parent_id: str) -> dict[str, str]:
     """A sweep's parent run tags (``sweep.run_dir`` leads back to its files). LookupError when the
     store is not there."""

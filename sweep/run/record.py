@@ -16,7 +16,16 @@ import yaml
 from sweep import credentials
 from sweep.errors import SpecError
 from sweep.interfaces import Recorder
-from sweep.run_dir import BEST_DIR, BEST_MODEL, SPEC_FILE, SPLIT_FILE, STATE_FILE, TEST_FILE, write_atomic
+from sweep.run_dir import (
+    BEST_DIR,
+    BEST_MODEL,
+    OPTUNA_FILE,
+    SPEC_FILE,
+    SPLIT_FILE,
+    STATE_FILE,
+    TEST_FILE,
+    write_atomic,
+)
 from sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -89,6 +98,27 @@ def tracking_uri_of(spec: SweepSpec) -> str:
     from sweep.tracking import default_tracking_uri
 
     return spec.tracking.uri or default_tracking_uri(spec.execution.runs_dir)
+
+
+def stored_storage_of(spec: SweepSpec, run_dir: Path) -> str:
+    """The study's storage URL as stored and shown (a password masked or referenced later)."""
+    return spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
+
+
+def adopt_parent_run(spec: SweepSpec, run_dir: Path) -> bool:
+    """Write the state of a run dir whose driver died after creating the sweep's parent run and before
+    writing ``sweep.json``: the run is found by its ``sweep.run_dir`` tag (set as it was created), so the
+    sweep resumes and ends it. False when the record holds no such run (nothing was recorded)."""
+    from sweep.tracking import find_sweep_run
+
+    uri = tracking_uri_of(spec)
+    experiment = spec.tracking.experiment or spec.name
+    parent_id = find_sweep_run(credentials.resolve(uri, "tracking.uri"), experiment, str(run_dir.resolve()))
+    if parent_id is None:
+        return False
+    storage = credentials.mask(stored_storage_of(spec, run_dir))
+    write_state(run_dir, RunState(parent_id, credentials.mask(uri), experiment, storage))
+    return True
 
 
 def open_record(

@@ -19,7 +19,7 @@ from sweep.observer import Echo, LiveView, ModelFiles, Progress, SweepObserver, 
 from sweep.run.lock import RunDirLock
 from sweep.run.plan import last_step_in_driver
 from sweep.run.preflight import PendingPlan, preflight_apart
-from sweep.run.record import close_record, read_state, require_state, tracking_uri_of
+from sweep.run.record import adopt_parent_run, close_record, has_state, read_state, require_state, tracking_uri_of
 from sweep.run.startup import collector_paused_for_start, start
 from sweep.run_dir import MODELS_DIR, RAY_FILE, SPEC_FILE, write_atomic
 from sweep.spec import SweepSpec, load_spec
@@ -64,8 +64,10 @@ def resume_sweep(run_dir: Path, overrides: Sequence[str] = (), echo: Echo = prin
         require_state(run_dir)  # no sweep's run dir: one line, and no lock file left in it
     with contextlib.ExitStack() as held:
         held.enter_context(RunDirLock(run_dir))
-        read_state(run_dir)
         spec = load_spec(run_dir / SPEC_FILE, overrides)
+        if not has_state(run_dir):  # a driver killed as it created the record: its parent run is found
+            adopt_parent_run(spec, run_dir)
+        read_state(run_dir)
         return spec, _run_held(spec, run_dir, echo, held)
 
 

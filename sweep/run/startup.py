@@ -16,8 +16,8 @@ from sweep.interfaces import Recorder
 from sweep.run.lock import RunDirLock
 from sweep.run.plan import SweepPlan
 from sweep.run.preflight import PendingPlan
-from sweep.run.record import open_record, tracking_uri_of, write_spec
-from sweep.run_dir import OPTUNA_FILE, new_run_dir
+from sweep.run.record import open_record, stored_storage_of, tracking_uri_of, write_spec
+from sweep.run_dir import new_run_dir
 from sweep.spec import SweepSpec
 
 
@@ -59,7 +59,7 @@ def open_sweep(
     if run_dir is None:
         assert held is not None, "a new run dir is locked for the sweep's whole life"
         run_dir = new_locked_run_dir(spec, held)
-    stored_storage = spec.execution.storage or f"sqlite:///{run_dir.resolve()}/{OPTUNA_FILE}"
+    stored_storage = stored_storage_of(spec, run_dir)
     earlier = warm_start.read(previous, spec, stored_storage) if previous is not None else []
     split_file = planned.keep_split(run_dir)
     storage = credentials.resolve(stored_storage, "execution.storage")

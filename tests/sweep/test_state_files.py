@@ -160,6 +160,40 @@ def test_a_new_sweeps_parent_run_id_is_on_disk_before_anything_else_is_recorded(
     assert [(r.info.run_id, r.info.status) for r in runs] == [(made, "FINISHED")]  # no RUNNING orphan
 
 
+def test_a_driver_killed_between_the_parent_run_and_its_state_file_leaves_a_resumable_run(tmp_path, monkeypatch):
+    """Killed after MLflow made the parent run and before sweep.json was written: `sweep resume` finds
+    the run by its sweep.run_dir tag (set as it was made), writes the state and ends that run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = small_spec("s", tracking={"uri": uri}, execution={"runs_dir": str(tmp_path / "runs")})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_spec(run_dir, spec)
+
+    def killed(*args):
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(record, "write_state", killed)
+        with pytest.raises(Killed):
+            record.open_record(spec, run_dir, False, record.stored_storage_of(spec, run_dir), {})
+    assert not (run_dir / STATE_FILE).exists()
+    (made,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("s").experiment_id])
+    assert made.info.status == "RUNNING"
+
+    assert record.adopt_parent_run(spec, run_dir)
+    state = read_state(run_dir)
+    assert state == RunState(made.info.run_id, uri, "s", f"sqlite:///{run_dir.resolve()}/optuna.db")
+    resumed = record.open_record(spec, run_dir, True, state.storage, {})
+    assert resumed.parent_id == made.info.run_id
+    resumed.close(interrupted=False)
+    assert MlflowClient(uri).get_run(made.info.run_id).info.status == "FINISHED"  # no RUNNING orphan
+    other = tmp_path / "other"  # a run dir the record knows nothing of: nothing adopted
+    other.mkdir()
+    assert not record.adopt_parent_run(spec, other) and not (other / STATE_FILE).exists()
+
+
 def test_resume_of_a_run_dir_without_a_readable_state_is_one_line(tmp_path, capsys):
     from sweep import cli
 
