@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,13 +53,20 @@ class Postgres:
     root: Path
 
     def url(self, database: str, password: str | None = None) -> str:
-        return f"postgresql+psycopg://{PG_USER}:{password or self.password}@127.0.0.1:{self.port}/{database}"
+        """The database's URL with ``password`` as given (a ``${VAR}`` reference, ``***``), else the real
+        one percent-encoded, as a URL must hold it."""
+        secret = password or urllib.parse.quote(self.password, safe="")
+        return f"postgresql+psycopg://{PG_USER}:{secret}@127.0.0.1:{self.port}/{database}"
+
+    def url_without_password(self, database: str) -> str:
+        """The URL a server gets in its command line: libpq reads the password from PGPASSWORD."""
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
         import psycopg
 
-        dsn = f"host=127.0.0.1 port={self.port} user={PG_USER} password={self.password} dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        args = {"host": "127.0.0.1", "port": self.port, "user": PG_USER, "password": self.password}
+        with psycopg.connect(dbname="postgres", autocommit=True, **args) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
@@ -122,11 +130,14 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path) -> Iterator[MlflowServer]:
-    """``mlflow server`` (light: one worker, no job runner) with the artifacts it serves under ``artifacts``."""
+def mlflow_server(backend_uri: str, artifacts: Path, pg_password: str | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` (light: one worker, no job runner) with the artifacts it serves under ``artifacts``.
+    As docker/compose.yaml runs it: the database's password in libpq's PGPASSWORD, not its command line."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    if pg_password is not None:
+        env["PGPASSWORD"] = pg_password
     log = (artifacts.parent / "mlflow-server.log").open("w")
     proc = subprocess.Popen(
         [

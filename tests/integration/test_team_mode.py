@@ -3,13 +3,17 @@ served artifacts) and one Optuna study in the same PostgreSQL, which starts empt
 No trial is lost or recorded twice, each sweep judges only its own trials, and the database and MLflow
 passwords appear nowhere: not in the record, the run dirs, the artifacts or the output."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -23,7 +27,7 @@ pytestmark = [
     pytest.mark.needs(can_run_postgres() or None),
 ]
 
-PG_PASSWORD = "pg-Secret-4711"
+PG_PASSWORD = "pg/Se:cr%et 4711"  # every character a URL must encode and a pattern could stop at
 MLFLOW_PASSWORD = "ml-Secret-0815"
 TRIALS = 4
 
@@ -50,6 +54,27 @@ def _spec(storage: str, tracking: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _command_lines_watched():
+    """Every process's command line (as `ps` shows it to any user of the machine), read every 0.2 s."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for proc in psutil.process_iter(["cmdline"]):
+                seen.add(" ".join(proc.info["cmdline"] or []))
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+
+
 def _files_holding(root: Path, secrets: list[str]) -> list[str]:
     found = []
     for path in root.rglob("*"):
@@ -65,7 +90,7 @@ def servers(tmp_path_factory):
         pg.create_database("mlflow")
         pg.create_database("optuna")  # empty: the two sweeps create Optuna's schema (and race doing it)
         artifacts = tmp_path_factory.mktemp("mlflow") / "artifacts"
-        with mlflow_server(pg.url("mlflow"), artifacts) as server:
+        with mlflow_server(pg.url_without_password("mlflow"), artifacts, PG_PASSWORD) as server:
             yield pg, server
 
 
@@ -94,7 +119,8 @@ def test_two_sweeps_share_one_server_and_one_study_without_lost_duplicated_or_le
             stderr=subprocess.STDOUT,
             text=True,
         )
-    outputs = {who: p.communicate(timeout=600)[0] for who, p in procs.items()}
+    with _command_lines_watched() as command_lines:
+        outputs = {who: p.communicate(timeout=600)[0] for who, p in procs.items()}
     for who, p in procs.items():
         assert p.returncode == 0, outputs[who][-3000:]
     run_dirs = sorted((tmp_path / "runs" / "team").iterdir())
@@ -172,8 +198,10 @@ def test_two_sweeps_share_one_server_and_one_study_without_lost_duplicated_or_le
     )
     assert given.returncode == 0, given.stderr[-2000:]
 
-    # the secrets: nowhere in the record, the artifacts, the run dirs or the output
-    secrets = [PG_PASSWORD, MLFLOW_PASSWORD]
+    # the secrets: nowhere in the record, the artifacts, the run dirs, the output or a command line
+    secrets = [PG_PASSWORD, quote(PG_PASSWORD, safe=""), MLFLOW_PASSWORD]
+    assert len(command_lines) > 10  # the sweeps', their Rays', the server's...
+    assert not [c for c in command_lines if any(s in c for s in secrets)]
     text = json.dumps(
         [[r.data.params, r.data.tags, r.data.metrics, r.info.artifact_uri] for r in runs]
         + [[t.params, t.user_attrs, t.system_attrs] for t in trials]
