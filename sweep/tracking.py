@@ -357,26 +357,34 @@ def _sweep_note(summary: Mapping[str, Any], compare: str) -> str:
     )
 
 
+def _experiment_of(uri: str, experiment: str) -> tuple[MlflowClient, str] | None:
+    """A client of the store and the experiment's id, for reading; None when the store or the
+    experiment is not there (a missing SQLite file is not made)."""
+    if not store_exists(uri):
+        return None
+    client = client_of(uri)
+    found = client.get_experiment_by_name(experiment)
+    return None if found is None else (client, found.experiment_id)
+
+
 def runs_of(uri: str, experiment: str) -> list[Any]:
     """All runs of an experiment (for tests and reports)."""
-    client = client_of(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    found = _experiment_of(uri, experiment)
+    if found is None:
         return []
-    return list(client.search_runs([exp.experiment_id], max_results=10000))
+    client, experiment_id = found
+    return list(client.search_runs([experiment_id], max_results=10000))
 
 
 def sweep_runs(uri: str, experiment: str) -> list[dict[str, Any]] | None:
     """The parent runs of an experiment's sweeps, oldest first, as plain data (run id, start time in ms,
     tags, metrics); None when the store has no such experiment."""
-    if not store_exists(uri):
+    found = _experiment_of(uri, experiment)
+    if found is None:
         return None
-    client = client_of(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
+    client, experiment_id = found
     runs = client.search_runs(
-        [exp.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=10000, order_by=["attributes.start_time ASC"]
+        [experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=10000, order_by=["attributes.start_time ASC"]
     )
     return [
         {
@@ -402,15 +410,13 @@ def experiment_names(uri: str) -> list[str]:
 
 def find_sweep_run(uri: str, experiment: str, run_dir: str) -> str | None:
     """The id of the sweep's parent run whose ``sweep.run_dir`` tag is ``run_dir``; None if there is none."""
-    if not store_exists(uri):
-        return None
-    client = client_of(uri)
-    found = client.get_experiment_by_name(experiment)
+    found = _experiment_of(uri, experiment)
     if found is None:
         return None
+    client, experiment_id = found
     quoted = run_dir.replace("'", "\\'")
     runs = client.search_runs(
-        [found.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and tags.`sweep.run_dir` = '{quoted}'", max_results=2
+        [experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and tags.`sweep.run_dir` = '{quoted}'", max_results=2
     )
     return runs[0].info.run_id if len(runs) == 1 else None
 
